@@ -1,0 +1,84 @@
+//! Messages of the control stream, which the agent opens first on every connection.
+
+use crate::error::ErrorCode;
+use crate::name::TunnelName;
+use crate::secret::Secret;
+
+/// Agent → relay: who I am and which tunnel I serve.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    /// Every protocol version the agent speaks; the relay picks one.
+    pub protocol_versions: Vec<u16>,
+    /// The agent's software version, for logs and support.
+    pub agent_version: String,
+    /// The tunnel this agent wants to serve.
+    pub tunnel: TunnelName,
+    /// How the agent proves who it is.
+    pub credentials: Credentials,
+}
+
+/// How an agent authenticates.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credentials {
+    /// A relay-issued agent token (`mcp-relay agent-tokens create`).
+    AgentToken {
+        /// The token value.
+        token: Secret,
+    },
+}
+
+/// Relay → agent: accepted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Welcome {
+    /// The version the relay picked from the agent's list.
+    pub protocol_version: u16,
+    /// Where MCP clients reach this tunnel.
+    pub public_url: String,
+    /// The relay's software version.
+    pub relay_version: String,
+    /// How often the agent must send `Ping` on the control stream.
+    pub heartbeat_interval_ms: u64,
+    /// Limits the relay enforces for this tunnel.
+    pub limits: Limits,
+}
+
+/// Limits the relay enforces, told to the agent so it can size its side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Request streams the relay opens at once to this agent.
+    pub max_concurrent_streams: u32,
+    /// Largest request body the relay forwards.
+    pub max_request_body: u64,
+    /// Largest `Data` frame payload either side sends.
+    pub max_frame_payload: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 512,
+            max_request_body: 4 * 1024 * 1024,
+            max_frame_payload: 64 * 1024,
+        }
+    }
+}
+
+/// Relay → agent: refused, with the reason a person can act on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// What happened and what to do next.
+    pub message: String,
+}
+
+/// Either side: I am going away (shutdown, replaced); finish and reconnect.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GoAway {
+    /// Why.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
