@@ -1,1 +1,23 @@
-//! placeholder
+//! `mcp-agent`: the laptop side of mcp-tunnel.
+//!
+//! ```text
+//!  relay ══QUIC stream per request══► connect ──► forward ──HTTP──► local MCP server
+//!    ▲                                   │
+//!    └──── control stream: Hello/Welcome, Ping/Pong, GoAway
+//! ```
+//!
+//! The agent dials out (no inbound port), reconnects by itself with jittered
+//! backoff, and counts every stream it receives and rejects (see [`stats`]).
+
+pub mod backoff;
+pub mod connect;
+pub mod forward;
+pub mod stats;
+pub mod tls;
+
+pub use connect::{ConnectConfig, ConnectError, run};
+
+/// Installs the one rustls crypto provider of this program (aws-lc-rs).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,1 +1,168 @@
-//! placeholder
+//! `mcp-relay`: the public side of mcp-tunnel.
+//!
+//! ```text
+//!   MCP client ──HTTPS──► front ──► proxy ──QUIC stream──► agent (laptop) ──► local MCP server
+//!                          │          │
+//!                          │          └─ registry: tunnel name → live agent connection
+//!                          └─ /.well-known/mcp-relay (where agents dial)
+//!   agent ──QUIC (ALPN mcp-tunnel/1)──► agents: Hello → Welcome, heartbeats
+//! ```
+//!
+//! [`run`] binds everything, serves until `shutdown` resolves, then drains.
+
+pub mod agent_tokens;
+pub mod agents;
+pub mod app;
+pub mod config;
+pub mod front;
+pub mod limits;
+pub mod proxy;
+pub mod registry;
+pub mod state_dir;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mcp_tunnel_proto::ErrorCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, FileConfig, LogFormat, Overrides};
+
+use crate::agent_tokens::AgentTokens;
+use crate::app::App;
+use crate::registry::Registry;
+use crate::state_dir::StateDir;
+
+/// The addresses a running relay bound (also written to `<state>/endpoints.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Endpoints {
+    /// HTTPS front.
+    pub https: SocketAddr,
+    /// QUIC endpoint for agents.
+    pub quic: SocketAddr,
+    /// Plain-HTTP front, if enabled.
+    pub http: Option<SocketAddr>,
+    /// Public base URL.
+    pub public_url: String,
+}
+
+/// Runs the relay until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let state = StateDir::open(&config.state_dir)?;
+    let identity = tls::load_identity(&config.tls, &state)?;
+
+    let reset_key = state.reset_key()?;
+    let hmac = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &reset_key);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(hmac));
+    // Connection ids must validate across restarts too, or the new process
+    // drops old connections' packets as invalid instead of resetting them.
+    let cid_key = u64::from_le_bytes([
+        reset_key[0],
+        reset_key[1],
+        reset_key[2],
+        reset_key[3],
+        reset_key[4],
+        reset_key[5],
+        reset_key[6],
+        reset_key[7],
+    ]) ^ 0x6d63_702d_7475_6e6e;
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let quic_crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls::quic_server_config(&identity)?)
+            .context("building the QUIC TLS config")?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+    server_config.transport_config(mcp_tunnel_transport::quic::relay_transport());
+    let socket = std::net::UdpSocket::bind(config.quic).with_context(|| {
+        format!(
+            "binding the QUIC (UDP) listener on {} (pick another with --quic ADDR)",
+            config.quic
+        )
+    })?;
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        Some(server_config),
+        socket,
+        quinn::default_runtime().context("no async runtime for QUIC")?,
+    )
+    .context("starting the QUIC endpoint")?;
+    let quic_addr = endpoint.local_addr()?;
+
+    let https_listener = front::bind(config.https, "https").await?;
+    let https_addr = https_listener.local_addr()?;
+    let http_listener = match config.http {
+        Some(a) => Some(front::bind(a, "http").await?),
+        None => None,
+    };
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+
+    let registry = Registry::load(&state)?;
+    let tokens = AgentTokens::new(&state);
+    let app = Arc::new(App::new(config.clone(), registry, tokens, quic_addr.port()));
+    let endpoints = Endpoints {
+        https: https_addr,
+        quic: quic_addr,
+        http: http_addr,
+        public_url: config.public_url.as_str().trim_end_matches('/').to_owned(),
+    };
+    state_dir::write_private(
+        &state.path("endpoints.json"),
+        &serde_json::to_vec_pretty(&endpoints)?,
+    )?;
+    tracing::info!(https = %https_addr, quic = %quic_addr, http = ?http_addr, public_url = %endpoints.public_url, state = %state.root().display(), "relay listening");
+
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let router = front::router(app.clone());
+    let drain = config.limits.drain_timeout;
+    let tls_acceptor = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&identity)?);
+    tasks.spawn(front::serve(
+        https_listener,
+        Some(tls_acceptor),
+        router.clone(),
+        cancel.clone(),
+        drain,
+    ));
+    if let Some(l) = http_listener {
+        tasks.spawn(front::serve(l, None, router.clone(), cancel.clone(), drain));
+    }
+    let agent_tasks = TaskTracker::new();
+    tasks.spawn(agents::accept_loop(
+        endpoint.clone(),
+        app.clone(),
+        cancel.clone(),
+        agent_tasks.clone(),
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    cancel.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(drain + Duration::from_secs(1), tasks.wait()).await;
+    for (_, agent) in app.registry.all_online() {
+        agent
+            .conn
+            .close(ErrorCode::SHUTTING_DOWN.0.into(), b"relay shutting down");
+    }
+    endpoint.close(ErrorCode::SHUTTING_DOWN.0.into(), b"relay shutting down");
+    agent_tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), agent_tasks.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Installs the one rustls crypto provider of this program (aws-lc-rs).
+/// Binaries call it first thing; calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

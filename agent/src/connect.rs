@@ -1,0 +1,502 @@
+//! `mcp-agent connect`: discover the relay's QUIC endpoint, connect, say
+//! Hello, then serve request streams until the connection ends — and start
+//! over with jittered backoff, forever, until shut down or refused for good.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use mcp_tunnel_proto::{
+    ALPN, ControlSide, ControlState, Credentials, ErrorCode, Frame, GoAway, Hello,
+    SUPPORTED_VERSIONS, Secret, TunnelName, Welcome,
+};
+use mcp_tunnel_transport::{FrameReader, write_frame};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use crate::backoff::Backoff;
+use crate::forward::{Upstream, handle_stream};
+use crate::stats::Stats;
+
+/// How long `connect` waits for in-flight requests on shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection attempt (discovery, handshake, Welcome) may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `mcp-agent connect` needs.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// The relay's base URL (`https://relay.example.com`).
+    pub relay: Url,
+    /// The tunnel to serve.
+    pub name: TunnelName,
+    /// The local MCP server (`http://127.0.0.1:PORT/mcp`).
+    pub upstream: Url,
+    /// Extra CA certificate(s) to trust for the relay.
+    pub ca: Option<PathBuf>,
+    /// The agent token.
+    pub token: Secret,
+    /// Don't print a line per request.
+    pub quiet: bool,
+    /// Where the status socket goes (default: [`crate::stats::runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// Why `connect` stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The relay refused this agent; retrying would not help.
+    #[error("the relay refused this agent ({code}): {message}")]
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// The relay's explanation.
+        message: String,
+    },
+    /// Local set-up failed (bad CA file, bad upstream URL, status socket in use).
+    #[error(transparent)]
+    Setup(#[from] anyhow::Error),
+}
+
+impl ConnectError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Refused { code, .. } => match *code {
+                ErrorCode::UNAUTHORIZED => 3,
+                ErrorCode::NAME_TAKEN => 4,
+                ErrorCode::VERSION_MISMATCH => 5,
+                ErrorCode::REPLACED => 6,
+                _ => 1,
+            },
+            Self::Setup(_) => 1,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` or a permanent refusal.
+pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(), ConnectError> {
+    let extra_roots = match &config.ca {
+        Some(p) => crate::tls::load_ca(p)?,
+        None => Vec::new(),
+    };
+    let quic_tls = crate::tls::client_config(extra_roots.clone(), &[ALPN])?;
+    let http_tls = crate::tls::client_config(extra_roots, &[b"h2", b"http/1.1"])?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(http_tls)
+        .timeout(ATTEMPT_TIMEOUT)
+        .build()
+        .context("building the HTTP client")?;
+    let quic_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
+        .context("building the QUIC TLS config")?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quic_crypto));
+    client_config.transport_config(mcp_tunnel_transport::quic::agent_transport(
+        mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
+    ));
+    let upstream = Arc::new(Upstream::new(&config.upstream)?);
+    let stats = Arc::new(Stats::default());
+    let public_url = Arc::new(Mutex::new(String::new()));
+
+    let status_dir = match &config.runtime_dir {
+        Some(d) => d.clone(),
+        None => crate::stats::runtime_dir()?,
+    };
+    let status_task = {
+        let (dir, name, stats, url, sd) = (
+            status_dir,
+            config.name.to_string(),
+            stats.clone(),
+            public_url.clone(),
+            shutdown.clone(),
+        );
+        // Fail fast if another agent already serves this tunnel from here.
+        let probe = dir.join(format!("{name}.sock"));
+        if tokio::net::UnixStream::connect(&probe).await.is_ok() {
+            return Err(anyhow::anyhow!(
+                "another mcp-agent on this machine already serves tunnel \"{name}\""
+            )
+            .into());
+        }
+        tokio::spawn(async move {
+            if let Err(e) = crate::stats::serve_status(dir, name, stats, url, sd).await {
+                tracing::warn!("status socket unavailable: {e:#}");
+            }
+        })
+    };
+
+    let mut backoff = Backoff::default();
+    let mut endpoint: Option<(quinn::Endpoint, bool)> = None;
+    let result = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(ATTEMPT_TIMEOUT, establish(&config, &http, &client_config, &mut endpoint)) => r,
+            _ = shutdown.cancelled() => break Ok(()),
+        };
+        let (conn, control) = match attempt {
+            Ok(Ok(v)) => v,
+            Ok(Err(Attempt::Fatal(e))) => break Err(e),
+            Ok(Err(Attempt::Retry(e))) => {
+                let delay = backoff.next_delay();
+                eprintln!(
+                    "relay not reachable ({e:#}); retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => break Ok(()),
+                }
+            }
+            Err(_) => {
+                let delay = backoff.next_delay();
+                eprintln!(
+                    "connecting to the relay timed out; retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => break Ok(()),
+                }
+            }
+        };
+        let (welcome, send, reader) = control;
+        backoff.reset();
+        Stats::bump(&stats.connects);
+        stats
+            .connected
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let changed = {
+            let mut u = public_url.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = *u != welcome.public_url;
+            *u = welcome.public_url.clone();
+            changed
+        };
+        if changed {
+            println!("Public MCP URL: {}", welcome.public_url);
+        } else {
+            eprintln!("reconnected to the relay");
+        }
+        let ended = serve_connection(
+            &conn, send, reader, &welcome, &upstream, &stats, &config, &shutdown,
+        )
+        .await;
+        stats
+            .connected
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        match ended {
+            Ended::Shutdown => break Ok(()),
+            Ended::Fatal(e) => break Err(e),
+            Ended::Lost(why) => {
+                let delay = Duration::from_millis(rand::random_range(0..=250));
+                eprintln!("connection to the relay lost ({why}); reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => break Ok(()),
+                }
+            }
+        }
+    };
+    shutdown.cancel();
+    let _ = status_task.await;
+    if let Some((ep, _)) = endpoint {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+    }
+    result
+}
+
+enum Attempt {
+    Retry(anyhow::Error),
+    Fatal(ConnectError),
+}
+
+type Control = (Welcome, quinn::SendStream, FrameReader);
+
+/// Discovery, QUIC handshake and Hello/Welcome.
+async fn establish(
+    config: &ConnectConfig,
+    http: &reqwest::Client,
+    client_config: &quinn::ClientConfig,
+    endpoint: &mut Option<(quinn::Endpoint, bool)>,
+) -> Result<(quinn::Connection, Control), Attempt> {
+    let addr = discover(config, http).await.map_err(Attempt::Retry)?;
+    let ep = match endpoint {
+        Some((ep, v6)) if *v6 == addr.is_ipv6() => ep.clone(),
+        _ => {
+            let bind: SocketAddr = if addr.is_ipv6() {
+                "[::]:0".parse()
+            } else {
+                "0.0.0.0:0".parse()
+            }
+            .map_err(|e: std::net::AddrParseError| Attempt::Retry(e.into()))?;
+            let mut ep = quinn::Endpoint::client(bind)
+                .with_context(|| format!("binding a UDP socket on {bind}"))
+                .map_err(|e| Attempt::Fatal(e.into()))?;
+            ep.set_default_client_config(client_config.clone());
+            *endpoint = Some((ep.clone(), addr.is_ipv6()));
+            ep
+        }
+    };
+    let host = config.relay.host_str().unwrap_or("localhost");
+    let conn = ep
+        .connect(addr, host)
+        .map_err(|e| Attempt::Retry(anyhow::anyhow!("QUIC connect to {addr}: {e}")))?
+        .await
+        .map_err(|e| match e {
+            quinn::ConnectionError::TransportError(t) if t.to_string().contains("certificate") => {
+                Attempt::Fatal(ConnectError::Setup(anyhow::anyhow!(
+                    "the relay's certificate is not trusted ({t}); for a dev relay pass --ca <state dir>/dev-ca.pem"
+                )))
+            }
+            e => Attempt::Retry(anyhow::anyhow!("QUIC handshake with {addr}: {e}")),
+        })?;
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| Attempt::Retry(anyhow::anyhow!("opening the control stream: {e}")))?;
+    let hello = Frame::Hello(Hello {
+        protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tunnel: config.name.clone(),
+        credentials: Credentials::AgentToken {
+            token: config.token.clone(),
+        },
+    });
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(|e| Attempt::Retry(anyhow::anyhow!("sending Hello: {e}")))?;
+    let mut reader = FrameReader::new(recv, 0);
+    let mut state = ControlState::new(ControlSide::Agent);
+    let frame = match reader.next().await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(Attempt::Retry(anyhow::anyhow!(
+                "the relay closed the control stream"
+            )));
+        }
+        Err(e) => {
+            if let Some(refusal) = refusal_from_close(&conn) {
+                return Err(Attempt::Fatal(refusal));
+            }
+            return Err(Attempt::Retry(anyhow::anyhow!("waiting for Welcome: {e}")));
+        }
+    };
+    state
+        .on_frame(&frame)
+        .map_err(|e| Attempt::Retry(anyhow::anyhow!("relay broke the protocol: {e}")))?;
+    match frame {
+        Frame::Welcome(w) => Ok((conn, (w, send, reader))),
+        Frame::Reject(r) => {
+            let fatal = matches!(
+                r.code,
+                ErrorCode::UNAUTHORIZED
+                    | ErrorCode::NAME_TAKEN
+                    | ErrorCode::VERSION_MISMATCH
+                    | ErrorCode::BAD_TUNNEL_NAME
+            );
+            let e = ConnectError::Refused {
+                code: r.code,
+                message: r.message,
+            };
+            if fatal {
+                Err(Attempt::Fatal(e))
+            } else {
+                Err(Attempt::Retry(e.into()))
+            }
+        }
+        _ => Err(Attempt::Retry(anyhow::anyhow!(
+            "unexpected first frame from the relay"
+        ))),
+    }
+}
+
+fn refusal_from_close(conn: &quinn::Connection) -> Option<ConnectError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let code = ErrorCode(u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX));
+            matches!(
+                code,
+                ErrorCode::UNAUTHORIZED | ErrorCode::NAME_TAKEN | ErrorCode::VERSION_MISMATCH
+            )
+            .then(|| ConnectError::Refused {
+                code,
+                message: String::from_utf8_lossy(&c.reason).into_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Asks the relay where its QUIC endpoint is.
+async fn discover(config: &ConnectConfig, http: &reqwest::Client) -> anyhow::Result<SocketAddr> {
+    #[derive(serde::Deserialize)]
+    struct WellKnown {
+        quic: QuicInfo,
+    }
+    #[derive(serde::Deserialize)]
+    struct QuicInfo {
+        port: u16,
+        #[serde(default)]
+        host: Option<String>,
+    }
+    let url = config.relay.join("/.well-known/mcp-relay")?;
+    let resp = http
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {url}: {}", reqwest_chain(&e)))?;
+    if !resp.status().is_success() {
+        anyhow::bail!(
+            "GET {url} answered {}; is {} an mcp-relay?",
+            resp.status(),
+            config.relay
+        );
+    }
+    let info: WellKnown = resp
+        .json()
+        .await
+        .with_context(|| format!("parsing {url}"))?;
+    let host = info
+        .quic
+        .host
+        .or_else(|| {
+            config
+                .relay
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_owned())
+        })
+        .context("the relay URL has no host")?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), info.quic.port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("{host} resolved to no address"))
+}
+
+fn reqwest_chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+enum Ended {
+    Shutdown,
+    Lost(String),
+    Fatal(ConnectError),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+    welcome: &Welcome,
+    upstream: &Arc<Upstream>,
+    stats: &Arc<Stats>,
+    config: &ConnectConfig,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let tasks = TaskTracker::new();
+    let interval = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(200, 60_000));
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut last_pong = tokio::time::Instant::now();
+    let mut state = ControlState::Open;
+    let ended = loop {
+        tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok((s, r)) => {
+                    tasks.spawn(handle_stream(s, r, upstream.clone(), stats.clone(), welcome.limits.clone(), config.quiet));
+                }
+                Err(e) => break lost_or_fatal(e),
+            },
+            f = reader.next() => match f {
+                Ok(Some(frame)) => {
+                    if let Err(e) = state.on_frame(&frame) {
+                        conn.close(e.code().0.into(), e.to_string().as_bytes());
+                        break Ended::Lost(format!("relay broke the protocol: {e}"));
+                    }
+                    match frame {
+                        Frame::Pong(_) => last_pong = tokio::time::Instant::now(),
+                        Frame::Ping(n) => { let _ = write_frame(&mut send, &Frame::Pong(n)).await; }
+                        Frame::GoAway(g) => {
+                            // The relay is going away; finish what is in flight, then reconnect.
+                            eprintln!("relay is going away: {}", g.message);
+                            drain(&tasks).await;
+                            break Ended::Lost("relay restarting".into());
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None) => break Ended::Lost("control stream closed".into()),
+                Err(e) => break match conn.close_reason() {
+                    Some(reason) => lost_or_fatal(reason),
+                    None => Ended::Lost(e.to_string()),
+                },
+            },
+            _ = heartbeat.tick() => {
+                if last_pong.elapsed() > interval * 3 + Duration::from_secs(1) {
+                    conn.close(ErrorCode::HEARTBEAT_TIMEOUT.0.into(), b"no heartbeat answer");
+                    break Ended::Lost("the relay stopped answering heartbeats".into());
+                }
+                seq += 1;
+                if write_frame(&mut send, &Frame::Ping(seq)).await.is_err() {
+                    break match conn.close_reason() {
+                        Some(reason) => lost_or_fatal(reason),
+                        None => Ended::Lost("control stream failed".into()),
+                    };
+                }
+            }
+            _ = shutdown.cancelled() => {
+                eprintln!("shutting down: finishing in-flight requests");
+                let _ = write_frame(&mut send, &Frame::GoAway(GoAway {
+                    code: ErrorCode::SHUTTING_DOWN,
+                    message: "agent shutting down".into(),
+                })).await;
+                drain(&tasks).await;
+                conn.close(ErrorCode::NO_ERROR.0.into(), b"agent shut down");
+                break Ended::Shutdown;
+            }
+        }
+    };
+    ended
+}
+
+async fn drain(tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("some requests did not finish within {DRAIN_TIMEOUT:?}; dropping them");
+    }
+}
+
+fn lost_or_fatal(e: quinn::ConnectionError) -> Ended {
+    if let quinn::ConnectionError::ApplicationClosed(c) = &e {
+        let code = ErrorCode(u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX));
+        let message = String::from_utf8_lossy(&c.reason).into_owned();
+        if matches!(
+            code,
+            ErrorCode::REPLACED | ErrorCode::UNAUTHORIZED | ErrorCode::NAME_TAKEN
+        ) {
+            return Ended::Fatal(ConnectError::Refused { code, message });
+        }
+        return Ended::Lost(format!("relay closed the connection: {code}: {message}"));
+    }
+    Ended::Lost(e.to_string())
+}

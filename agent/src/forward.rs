@@ -1,0 +1,461 @@
+//! One request stream: read the relay's request, call the local upstream MCP
+//! server, stream its response back frame by frame.
+//!
+//! The relay stopping the stream (its client went away) cancels the upstream
+//! call: the in-flight hyper request or response body is dropped, which
+//! closes the upstream connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mcp_tunnel_proto::{
+    ErrorCode, Frame, Limits, ResponseHead, StreamError, StreamKind, StreamState,
+};
+use mcp_tunnel_transport::{FrameReader, LinkError, write_data, write_frame};
+
+use crate::stats::Stats;
+
+/// Longest time the relay may take to send a whole request.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Response headers never passed back (hop-by-hop, RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The local MCP server requests are forwarded to.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    origin: String,
+    host: HeaderValue,
+}
+
+impl Upstream {
+    /// An upstream at `url` (`http://127.0.0.1:PORT/mcp`).
+    pub fn new(url: &url::Url) -> anyhow::Result<Self> {
+        if url.scheme() != "http" {
+            anyhow::bail!("--upstream must be an http:// URL of a local MCP server, got {url}");
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("--upstream {url} has no host"))?;
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Self {
+            client,
+            url: url.as_str().parse()?,
+            origin: format!("http://{authority}"),
+            host: HeaderValue::from_str(&authority)?,
+        })
+    }
+
+    /// Maps a tunnel path to the upstream: `/mcp` is the upstream URL itself;
+    /// anything else is taken relative to the upstream's origin.
+    fn target(&self, path: &str) -> Result<Uri, http::uri::InvalidUri> {
+        let (p, q) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        if p == "/mcp" {
+            let mut s = self.url.to_string();
+            if let Some(q) = q {
+                s.push(if self.url.query().is_some() { '&' } else { '?' });
+                s.push_str(q);
+            }
+            s.parse()
+        } else {
+            format!("{}{}", self.origin, path).parse()
+        }
+    }
+}
+
+/// What the per-request log line needs.
+#[derive(Debug)]
+struct Outcome {
+    method: String,
+    path: String,
+    rpc: Option<String>,
+    status: Option<u16>,
+    note: &'static str,
+}
+
+/// Handles one request stream opened by the relay.
+pub async fn handle_stream(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    upstream: Arc<Upstream>,
+    stats: Arc<Stats>,
+    limits: Limits,
+    quiet: bool,
+) {
+    Stats::bump(&stats.streams_received);
+    stats
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    let outcome = serve(&mut send, recv, &upstream, &stats, &limits).await;
+    stats
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if !quiet {
+        let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let clock = t.get(11..19).unwrap_or("");
+        let status = outcome
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "---".into());
+        println!(
+            "{clock}  {:<6} {:<12} {:<16} {status}  {:>7.1} ms{}",
+            outcome.method,
+            outcome.path,
+            outcome.rpc.as_deref().unwrap_or("-"),
+            started.elapsed().as_secs_f64() * 1000.0,
+            if outcome.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", outcome.note)
+            },
+        );
+    }
+}
+
+async fn serve(
+    send: &mut quinn::SendStream,
+    recv: quinn::RecvStream,
+    upstream: &Upstream,
+    stats: &Stats,
+    limits: &Limits,
+) -> Outcome {
+    let mut out = Outcome {
+        method: "?".into(),
+        path: "?".into(),
+        rpc: None,
+        status: None,
+        note: "",
+    };
+    let mut reader = FrameReader::new(recv, limits.max_frame_payload as usize);
+    let request =
+        match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut reader, limits)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                Stats::bump(&stats.streams_rejected);
+                let code = e.code();
+                tracing::warn!(code = %code, "rejected a request stream: {e}");
+                reader.stop(code);
+                let _ = send.reset(code.0.into());
+                out.note = "rejected: bad request stream";
+                return out;
+            }
+            Err(_) => {
+                Stats::bump(&stats.streams_rejected);
+                reader.stop(ErrorCode::DEADLINE_EXCEEDED);
+                let _ = send.reset(ErrorCode::DEADLINE_EXCEEDED.0.into());
+                out.note = "rejected: request too slow";
+                return out;
+            }
+        };
+    let (head, body) = request;
+    out.method = head.method.clone();
+    out.path = head.path.clone();
+    out.rpc = rpc_method(&body);
+
+    let req = match build_request(upstream, &head, body) {
+        Ok(r) => r,
+        Err(msg) => {
+            Stats::bump(&stats.streams_rejected);
+            let _ = write_frame(
+                send,
+                &Frame::StreamError(StreamError {
+                    code: ErrorCode::PROTOCOL_ERROR,
+                    message: msg,
+                }),
+            )
+            .await;
+            let _ = send.finish();
+            out.note = "rejected: bad request head";
+            return out;
+        }
+    };
+    let stopped = send.stopped();
+    tokio::pin!(stopped);
+    let deadline = Duration::from_millis(head.deadline_ms.unwrap_or(120_000));
+    let response = tokio::select! {
+        r = tokio::time::timeout(deadline, upstream.client.request(req)) => r,
+        _ = &mut stopped => {
+            Stats::bump(&stats.requests_cancelled);
+            out.note = "cancelled by client";
+            return out;
+        }
+    };
+    let response = match response {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            Stats::bump(&stats.upstream_errors);
+            let message = format!(
+                "could not reach the local MCP server at {}: {}",
+                upstream.url,
+                error_chain(&e)
+            );
+            tracing::warn!("{message}");
+            let _ = write_frame(
+                send,
+                &Frame::StreamError(StreamError {
+                    code: ErrorCode::UPSTREAM_ERROR,
+                    message,
+                }),
+            )
+            .await;
+            let _ = send.finish();
+            out.note = "upstream unreachable";
+            return out;
+        }
+        Err(_) => {
+            Stats::bump(&stats.upstream_errors);
+            let message = format!("the local MCP server did not answer within {deadline:?}");
+            let _ = write_frame(
+                send,
+                &Frame::StreamError(StreamError {
+                    code: ErrorCode::DEADLINE_EXCEEDED,
+                    message,
+                }),
+            )
+            .await;
+            let _ = send.finish();
+            out.note = "upstream timeout";
+            return out;
+        }
+    };
+    out.status = Some(response.status().as_u16());
+    let (parts, mut body) = response.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let head_frame = Frame::ResponseHead(ResponseHead {
+        status: parts.status.as_u16(),
+        headers,
+    });
+    if write_frame(send, &head_frame).await.is_err() {
+        Stats::bump(&stats.requests_cancelled);
+        out.note = "cancelled by client";
+        return out;
+    }
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = &mut stopped => {
+                Stats::bump(&stats.requests_cancelled);
+                out.note = "cancelled by client";
+                return out;
+            }
+        };
+        match frame {
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = write_body(send, data, limits.max_frame_payload as usize).await
+                    {
+                        Stats::bump(&stats.requests_cancelled);
+                        tracing::debug!("relay stopped the stream: {e}");
+                        out.note = "cancelled by client";
+                        return out;
+                    }
+                }
+            }
+            None => break,
+            Some(Err(e)) => {
+                Stats::bump(&stats.upstream_errors);
+                let message = format!(
+                    "the local MCP server failed mid-response: {}",
+                    error_chain(&e)
+                );
+                let _ = write_frame(
+                    send,
+                    &Frame::StreamError(StreamError {
+                        code: ErrorCode::UPSTREAM_ERROR,
+                        message,
+                    }),
+                )
+                .await;
+                let _ = send.finish();
+                out.note = "upstream failed mid-response";
+                return out;
+            }
+        }
+    }
+    let _ = write_frame(send, &Frame::End).await;
+    let _ = send.finish();
+    Stats::bump(&stats.requests_completed);
+    out
+}
+
+async fn read_request(
+    reader: &mut FrameReader,
+    limits: &Limits,
+) -> Result<(mcp_tunnel_proto::RequestHead, Bytes), LinkError> {
+    let mut state = StreamState::new(StreamKind::Request);
+    let mut head = None;
+    let mut body = BytesMut::new();
+    loop {
+        let Some(frame) = reader.next().await? else {
+            return Err(LinkError::Protocol(
+                mcp_tunnel_proto::ProtocolError::Truncated("before End"),
+            ));
+        };
+        state.on_frame(&frame)?;
+        match frame {
+            Frame::RequestHead(h) => head = Some(h),
+            Frame::Data(d) => {
+                if (body.len() + d.len()) as u64 > limits.max_request_body {
+                    return Err(LinkError::Reset(ErrorCode::LIMIT_EXCEEDED));
+                }
+                body.extend_from_slice(&d);
+            }
+            Frame::End => break,
+            Frame::StreamError(e) => return Err(LinkError::Reset(e.code)),
+            _ => {}
+        }
+    }
+    match head {
+        Some(h) => Ok((h, body.freeze())),
+        None => Err(LinkError::Protocol(
+            mcp_tunnel_proto::ProtocolError::Truncated("no head"),
+        )),
+    }
+}
+
+fn build_request(
+    upstream: &Upstream,
+    head: &mcp_tunnel_proto::RequestHead,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    if !head.path.starts_with('/') {
+        return Err(format!(
+            "request path {:?} does not start with /",
+            head.path
+        ));
+    }
+    let method = Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| format!("bad method {:?}", head.method))?;
+    let uri = upstream
+        .target(&head.path)
+        .map_err(|e| format!("bad path {:?}: {e}", head.path))?;
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(h) = req.headers_mut() {
+        for (k, v) in &head.headers {
+            let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) else {
+                return Err(format!("bad header {k:?}"));
+            };
+            if k != HOST && !HOP_BY_HOP.contains(&k.as_str()) {
+                h.append(k, v);
+            }
+        }
+        h.insert(HOST, upstream.host.clone());
+    }
+    req.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// Splits large chunks so no frame is over the relay's limit.
+async fn write_body(
+    send: &mut quinn::SendStream,
+    mut data: Bytes,
+    max: usize,
+) -> Result<(), LinkError> {
+    while data.len() > max {
+        let rest = data.split_off(max);
+        write_data(send, data).await?;
+        data = rest;
+    }
+    write_data(send, data).await
+}
+
+/// The JSON-RPC method of a request body, for the log line.
+fn rpc_method(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct M {
+        method: Option<String>,
+    }
+    if body.first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<M>(body).ok()?.method
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_paths_to_upstream() {
+        let up = Upstream::new(&"http://127.0.0.1:9000/mcp".parse().unwrap()).unwrap();
+        assert_eq!(
+            up.target("/mcp").unwrap().to_string(),
+            "http://127.0.0.1:9000/mcp"
+        );
+        assert_eq!(
+            up.target("/mcp?a=1").unwrap().to_string(),
+            "http://127.0.0.1:9000/mcp?a=1"
+        );
+        assert_eq!(
+            up.target("/.well-known/x").unwrap().to_string(),
+            "http://127.0.0.1:9000/.well-known/x"
+        );
+        let up = Upstream::new(&"http://127.0.0.1:9000/api/v1/mcp".parse().unwrap()).unwrap();
+        assert_eq!(
+            up.target("/mcp").unwrap().to_string(),
+            "http://127.0.0.1:9000/api/v1/mcp"
+        );
+        assert!(Upstream::new(&"https://x/mcp".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn extracts_rpc_method() {
+        assert_eq!(
+            rpc_method(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#).as_deref(),
+            Some("tools/call")
+        );
+        assert_eq!(rpc_method(b"[]"), None);
+        assert_eq!(rpc_method(b""), None);
+    }
+}

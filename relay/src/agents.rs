@@ -1,0 +1,264 @@
+//! The QUIC side of the relay: accepts agent connections, runs the control
+//! stream handshake (Hello → Welcome | Reject) and heartbeats, and keeps the
+//! registry in step with which agents are connected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_tunnel_proto::{
+    ControlSide, ControlState, Credentials, ErrorCode, Frame, GoAway, Hello, Limits,
+    PROTOCOL_VERSION, Reject, SUPPORTED_VERSIONS, Welcome, negotiate,
+};
+use mcp_tunnel_transport::{FrameReader, LinkError, write_frame};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent_tokens::TokenError;
+use crate::app::App;
+use crate::registry::AgentHandle;
+
+/// How often agents send `Ping` on the control stream; the relay drops an
+/// agent that misses [`MISSED_HEARTBEATS`] in a row. (QUIC keep-alives, every
+/// second, are what keep NAT mappings open and detect restarts; this
+/// application heartbeat proves the agent's event loop is alive.)
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Heartbeats an agent may miss before the relay drops it.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// Accepts agent connections until `shutdown`.
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if app.registry.online_count() >= app.config.limits.max_agents {
+            tracing::warn!(remote = %incoming.remote_address(), "refusing agent: max_agents reached");
+            incoming.refuse();
+            continue;
+        }
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let remote = incoming.remote_address();
+            if let Err(e) = handle_connection(incoming, app, shutdown).await {
+                tracing::info!(%remote, error = %e, "agent connection ended");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    #[error("no Hello within {0:?}")]
+    HelloTimeout(Duration),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnError> {
+    let conn = incoming.await?;
+    let remote = conn.remote_address();
+    let limits = &app.config.limits;
+
+    let (mut send, recv) = tokio::time::timeout(limits.hello_timeout, conn.accept_bi())
+        .await
+        .map_err(|_| {
+            conn.close(ErrorCode::PROTOCOL_ERROR.0.into(), b"no control stream");
+            ConnError::HelloTimeout(limits.hello_timeout)
+        })??;
+    let mut reader = FrameReader::new(recv, 0);
+    let mut state = ControlState::new(ControlSide::Relay);
+    let first = tokio::time::timeout(limits.hello_timeout, reader.next())
+        .await
+        .map_err(|_| ConnError::HelloTimeout(limits.hello_timeout));
+    let hello = match first {
+        Ok(Ok(Some(frame))) => match state.on_frame(&frame) {
+            Ok(()) => match frame {
+                Frame::Hello(h) => h,
+                _ => unreachable_frame(&conn)?,
+            },
+            Err(e) => return Err(close_protocol(&conn, e.into())),
+        },
+        Ok(Ok(None)) => {
+            conn.close(ErrorCode::PROTOCOL_ERROR.0.into(), b"control stream ended");
+            return Err(ConnError::Rejected(
+                "control stream ended before Hello".into(),
+            ));
+        }
+        Ok(Err(e)) => return Err(close_protocol(&conn, e)),
+        Err(e) => {
+            conn.close(ErrorCode::PROTOCOL_ERROR.0.into(), b"no Hello");
+            return Err(e);
+        }
+    };
+
+    let (handle, tunnel) = match admit(&app, &conn, &hello) {
+        Ok(v) => v,
+        Err((code, message)) => {
+            tracing::warn!(%remote, tunnel = %hello.tunnel, code = %code, "agent rejected: {message}");
+            let _ = write_frame(
+                &mut send,
+                &Frame::Reject(Reject {
+                    code,
+                    message: message.clone(),
+                }),
+            )
+            .await;
+            let _ = send.finish();
+            // Give the Reject a moment to reach the agent before closing.
+            let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+            conn.close(code.0.into(), message.as_bytes());
+            return Err(ConnError::Rejected(message));
+        }
+    };
+    let welcome = Welcome {
+        protocol_version: negotiate(&hello.protocol_versions, SUPPORTED_VERSIONS)
+            .unwrap_or(PROTOCOL_VERSION),
+        public_url: app.public_mcp_url(&tunnel),
+        relay_version: env!("CARGO_PKG_VERSION").to_owned(),
+        heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
+        limits: Limits {
+            max_concurrent_streams: limits.max_streams_per_tunnel,
+            max_request_body: limits.max_request_body,
+            max_frame_payload: limits.max_frame_payload as u32,
+        },
+    };
+    write_frame(&mut send, &Frame::Welcome(welcome)).await?;
+    tracing::info!(
+        %remote, tunnel = %tunnel, owner = %handle.owner, generation = handle.generation,
+        agent_version = %hello.agent_version, "agent connected"
+    );
+
+    let result = control_loop(&app, &handle, &mut send, &mut reader, &mut state, &shutdown).await;
+    if app.registry.deregister(&tunnel, handle.generation) {
+        tracing::info!(%remote, tunnel = %tunnel, "agent disconnected");
+    }
+    result
+}
+
+/// Checks version, credentials and the tunnel name; registers the agent.
+#[allow(clippy::result_large_err)]
+fn admit(
+    app: &App,
+    conn: &quinn::Connection,
+    hello: &Hello,
+) -> Result<(Arc<AgentHandle>, mcp_tunnel_proto::TunnelName), (ErrorCode, String)> {
+    if negotiate(&hello.protocol_versions, SUPPORTED_VERSIONS).is_none() {
+        return Err((
+            ErrorCode::VERSION_MISMATCH,
+            format!(
+                "this relay speaks tunnel protocol versions {SUPPORTED_VERSIONS:?}, the agent offered {:?}; upgrade the older of the two",
+                hello.protocol_versions
+            ),
+        ));
+    }
+    let owner = match &hello.credentials {
+        Credentials::AgentToken { token } => app
+            .tokens
+            .verify(token.expose())
+            .map_err(|e: TokenError| (ErrorCode::UNAUTHORIZED, e.to_string()))?,
+    };
+    let (handle, replaced) = app
+        .registry
+        .register(
+            &hello.tunnel,
+            &owner,
+            conn.clone(),
+            app.config.limits.max_streams_per_tunnel,
+            |o| app.tokens.verify_id_exists(o),
+        )
+        .map_err(|e| (e.code(), e.to_string()))?;
+    if let Some(old) = replaced {
+        tracing::info!(tunnel = %hello.tunnel, old_remote = %old.remote, "replacing the previous connection of the same credential");
+        old.conn.close(
+            ErrorCode::REPLACED.0.into(),
+            b"another agent with the same credential now serves this tunnel",
+        );
+    }
+    Ok((handle, hello.tunnel.clone()))
+}
+
+async fn control_loop(
+    app: &App,
+    handle: &AgentHandle,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    state: &mut ControlState,
+    shutdown: &CancellationToken,
+) -> Result<(), ConnError> {
+    let conn = &handle.conn;
+    let deadline = HEARTBEAT_INTERVAL * MISSED_HEARTBEATS;
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(deadline, reader.next()) => f,
+            _ = shutdown.cancelled() => {
+                let _ = write_frame(send, &Frame::GoAway(GoAway {
+                    code: ErrorCode::SHUTTING_DOWN,
+                    message: "relay shutting down".into(),
+                })).await;
+                return Ok(());
+            }
+            e = conn.closed() => return Err(ConnError::Handshake(e)),
+        };
+        let frame = match frame {
+            Err(_) => {
+                conn.close(ErrorCode::HEARTBEAT_TIMEOUT.0.into(), b"no heartbeat");
+                return Err(ConnError::Rejected("heartbeats stopped".into()));
+            }
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => {
+                conn.close(ErrorCode::PROTOCOL_ERROR.0.into(), b"control stream ended");
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(close_protocol(conn, e)),
+        };
+        if let Err(e) = state.on_frame(&frame) {
+            return Err(close_protocol(conn, e.into()));
+        }
+        match frame {
+            Frame::Ping(n) => write_frame(send, &Frame::Pong(n)).await?,
+            Frame::GoAway(g) => {
+                // The agent is draining: stop routing new requests to it now;
+                // in-flight streams finish on the still-open connection.
+                tracing::info!(code = %g.code, "agent going away: {}", g.message);
+                let _ = app;
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn close_protocol(conn: &quinn::Connection, e: LinkError) -> ConnError {
+    if let LinkError::Protocol(p) = &e {
+        tracing::warn!(remote = %conn.remote_address(), code = %p.code(), "closing agent connection: {p}");
+        conn.close(p.code().0.into(), p.to_string().as_bytes());
+    }
+    ConnError::Link(e)
+}
+
+fn unreachable_frame(conn: &quinn::Connection) -> Result<Hello, ConnError> {
+    // ControlState only lets Hello through as the first frame at the relay.
+    conn.close(ErrorCode::INTERNAL.0.into(), b"internal error");
+    Err(ConnError::Rejected(
+        "internal: first frame was not Hello".into(),
+    ))
+}

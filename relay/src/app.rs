@@ -1,0 +1,49 @@
+//! State shared by the relay's QUIC side and HTTP front.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mcp_tunnel_proto::TunnelName;
+
+use crate::agent_tokens::AgentTokens;
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// Everything a request handler or agent connection needs.
+#[derive(Debug)]
+pub struct App {
+    /// The resolved configuration.
+    pub config: Config,
+    /// Tunnels and their agents.
+    pub registry: Registry,
+    /// Agent credentials.
+    pub tokens: AgentTokens,
+    /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
+    pub quic_port: u16,
+    next_request_id: AtomicU64,
+}
+
+impl App {
+    /// Builds the shared state.
+    pub fn new(config: Config, registry: Registry, tokens: AgentTokens, quic_port: u16) -> Self {
+        Self {
+            config,
+            registry,
+            tokens,
+            quic_port,
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh request id.
+    pub fn request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The MCP URL clients use for `tunnel`.
+    pub fn public_mcp_url(&self, tunnel: &TunnelName) -> String {
+        format!(
+            "{}/t/{tunnel}/mcp",
+            self.config.public_url.as_str().trim_end_matches('/')
+        )
+    }
+}

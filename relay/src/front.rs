@@ -1,0 +1,148 @@
+//! The HTTP side: HTTPS (HTTP/2 and HTTP/1.1 over rustls) and optional plain
+//! HTTP listeners, both serving the same router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use mcp_tunnel_proto::{ALPN, SUPPORTED_VERSIONS};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::proxy::{json_error, proxy};
+
+/// Largest HTTP/1.1 header block hyper buffers (64 KiB); over it hyper answers 431.
+const MAX_H1_HEADER_BUF: usize = 64 * 1024;
+/// Largest HTTP/2 header list accepted (64 KiB).
+const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// Concurrent HTTP/2 streams per client connection.
+const MAX_H2_STREAMS: u32 = 1024;
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The relay's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/.well-known/mcp-relay", get(well_known))
+        .route("/t/{*rest}", any(proxy))
+        .route("/", get(index))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// `GET /.well-known/mcp-relay`: what an agent needs to find the QUIC endpoint.
+async fn well_known(State(app): State<Arc<App>>) -> Response {
+    axum::Json(serde_json::json!({
+        "relay_version": env!("CARGO_PKG_VERSION"),
+        "protocol_versions": SUPPORTED_VERSIONS,
+        "alpn": String::from_utf8_lossy(ALPN),
+        "quic": { "port": app.quic_port },
+        "public_url": app.config.public_url.as_str().trim_end_matches('/'),
+    }))
+    .into_response()
+}
+
+async fn index() -> &'static str {
+    "mcp-relay: MCP clients connect to /t/<tunnel>/mcp\n"
+}
+
+async fn not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path; MCP URLs look like /t/NAME/mcp",
+    )
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is set) until
+/// `shutdown`, then lets in-flight requests finish for up to `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_H1_HEADER_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_H2_HEADER_LIST)
+        .max_concurrent_streams(MAX_H2_STREAMS);
+    let builder = Arc::new(builder);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {drain:?}; closing them");
+    }
+}
+
+/// Binds a TCP listener with a clear error.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the {what} listener on {addr} (is another process using it? pick another with --{what} ADDR)")
+    })
+}

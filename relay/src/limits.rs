@@ -1,0 +1,59 @@
+//! Every limit the relay enforces, in one place, with its default.
+
+use std::time::Duration;
+
+/// Limits on what MCP clients and agents may make the relay hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayLimits {
+    /// Largest request body forwarded to an agent (default 4 MiB). Larger: 413.
+    pub max_request_body: u64,
+    /// Largest total size of a request's header block (default 16 KiB). Larger: 431.
+    pub max_request_headers: usize,
+    /// Requests in flight to one tunnel at once (default 512). More: 503 with `Retry-After`.
+    pub max_streams_per_tunnel: u32,
+    /// How long the relay waits for an agent's response head (default 120 s). Longer: 504.
+    #[serde(with = "humantime_serde_compat")]
+    pub response_head_timeout: Duration,
+    /// Largest `Data` frame accepted from an agent (default 64 KiB).
+    pub max_frame_payload: usize,
+    /// Agent connections held at once (default 10,000).
+    pub max_agents: usize,
+    /// How long an agent has to send its Hello after the QUIC handshake (default 10 s).
+    #[serde(with = "humantime_serde_compat")]
+    pub hello_timeout: Duration,
+    /// How long shutdown waits for in-flight requests to finish (default 10 s).
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_request_body: 4 * 1024 * 1024,
+            max_request_headers: 16 * 1024,
+            max_streams_per_tunnel: 512,
+            response_head_timeout: Duration::from_secs(120),
+            max_frame_payload: 64 * 1024,
+            max_agents: 10_000,
+            hello_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Durations in config files are written like `"10s"` or `"1m 30s"`.
+pub(crate) mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,445 @@
+//! The MCP path: `/t/{tunnel}/…` → one QUIC stream to the tunnel's agent.
+//!
+//! The request body is read whole (bounded) before any stream is opened — the
+//! policy work that follows needs the JSON-RPC message anyway, and a client
+//! that sends too much is refused without the agent hearing of it. The
+//! response streams back frame by frame, so an SSE event reaches the client
+//! when the upstream writes it. A client that goes away drops the response
+//! body, which stops the QUIC stream with `CANCELLED`; the agent then cancels
+//! its upstream request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use mcp_tunnel_proto::{
+    ErrorCode, Frame, RequestHead, StreamError, StreamKind, StreamState, TunnelName,
+};
+use mcp_tunnel_transport::{FrameReader, LinkError, write_frames};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::app::App;
+use crate::registry::{AgentHandle, Lookup};
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
+/// credentials meant for the relay, never for the laptop.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+const CREDENTIALS: &[&str] = &["authorization", "cookie"];
+
+/// Handles every request under `/t/`.
+pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let Some((name, rest)) = split_tunnel_path(&path) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_tunnel",
+            "no tunnel in the path; MCP URLs look like /t/NAME/mcp",
+        );
+    };
+    let tunnel = match TunnelName::parse(name) {
+        Ok(t) => t,
+        Err(_) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "unknown_tunnel",
+                "no such tunnel on this relay",
+            );
+        }
+    };
+    let agent = match app.registry.lookup(&tunnel) {
+        Lookup::Online(a) => a,
+        Lookup::Offline => {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "agent_offline",
+                &format!(
+                    "tunnel \"{tunnel}\" exists but its agent is not connected; start `mcp-agent connect` on the machine that serves it"
+                ),
+            );
+        }
+        Lookup::Unknown => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "unknown_tunnel",
+                "no such tunnel on this relay",
+            );
+        }
+    };
+    let request_id = app.request_id();
+    let method = req.method().clone();
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let response = forward(&app, &agent, req, rest.to_owned(), request_id).await;
+    tracing::debug!(
+        request_id, tunnel = %tunnel, %method, status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64, "proxied"
+    );
+    response
+}
+
+async fn forward(
+    app: &App,
+    agent: &Arc<AgentHandle>,
+    req: Request,
+    rest: String,
+    request_id: u64,
+) -> Response {
+    let limits = &app.config.limits;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_request_headers {
+        return json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!(
+                "request headers total {header_bytes} bytes; the limit is {}",
+                limits.max_request_headers
+            ),
+        );
+    }
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > limits.max_request_body) {
+        return body_too_large(limits.max_request_body);
+    }
+    let Ok(permit) = agent.streams.clone().try_acquire_owned() else {
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_requests_in_flight",
+            &format!(
+                "this tunnel already has {} requests in flight; retry shortly",
+                limits.max_streams_per_tunnel
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+
+    let (parts, body) = req.into_parts();
+    let path = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    let body = match Limited::new(body, limits.max_request_body as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return body_too_large(limits.max_request_body);
+        }
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                &format!("reading the request body failed: {e}"),
+            );
+        }
+    };
+    let head = RequestHead {
+        request_id,
+        method: parts.method.as_str().to_owned(),
+        path,
+        headers: forwardable_headers(&parts.headers),
+        deadline_ms: Some(limits.response_head_timeout.as_millis() as u64),
+        assertion: None,
+    };
+    match exchange(app, agent, head, body, permit).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+/// Opens the stream, sends the request, waits for the response head.
+async fn exchange(
+    app: &App,
+    agent: &AgentHandle,
+    head: RequestHead,
+    body: Bytes,
+    permit: OwnedSemaphorePermit,
+) -> Result<Response, Response> {
+    let (mut send, recv) = agent.conn.open_bi().await.map_err(|e| {
+        json_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_disconnected",
+            &format!(
+                "the tunnel's agent disconnected ({e}); it reconnects by itself, retry in a moment"
+            ),
+        )
+    })?;
+    let mut frames = Vec::with_capacity(3);
+    frames.push(Frame::RequestHead(head));
+    if !body.is_empty() {
+        frames.push(Frame::Data(body));
+    }
+    frames.push(Frame::End);
+    let mut stream = ResponseStream {
+        reader: FrameReader::new(recv, app.config.limits.max_frame_payload),
+        state: StreamState::new(StreamKind::Response),
+        done: false,
+        _permit: permit,
+    };
+    if let Err(e) = write_frames(&mut send, &frames).await {
+        stream.done = true;
+        return Err(json_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_disconnected",
+            &format!("sending the request to the agent failed: {e}"),
+        ));
+    }
+    let _ = send.finish();
+
+    let first =
+        tokio::time::timeout(app.config.limits.response_head_timeout, stream.next_frame()).await;
+    let head = match first {
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &format!(
+                    "the agent did not answer within {:?}",
+                    app.config.limits.response_head_timeout
+                ),
+            ));
+        }
+        Ok(Ok(Some(Frame::ResponseHead(h)))) => h,
+        Ok(Ok(Some(Frame::StreamError(StreamError { code, message })))) => {
+            let status = if code == ErrorCode::DEADLINE_EXCEEDED {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return Err(json_error(
+                status,
+                code.name(),
+                &format!("the agent could not complete the request: {message}"),
+            ));
+        }
+        Ok(Ok(_)) => {
+            return Err(json_error(
+                StatusCode::BAD_GATEWAY,
+                "agent_protocol_error",
+                "the agent ended the stream without a response",
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(json_error(
+                StatusCode::BAD_GATEWAY,
+                "agent_protocol_error",
+                &format!("the agent's response was invalid: {e}"),
+            ));
+        }
+    };
+    let status = StatusCode::from_u16(head.status).map_err(|_| {
+        json_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_protocol_error",
+            &format!("the agent sent status {}", head.status),
+        )
+    })?;
+    let mut response = Response::builder().status(status);
+    if let Some(h) = response.headers_mut() {
+        for (k, v) in head.headers {
+            let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) else {
+                continue;
+            };
+            if !HOP_BY_HOP.contains(&k.as_str()) || k == header::CONTENT_LENGTH {
+                h.append(k, v);
+            }
+        }
+    }
+    let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
+        match s.next_frame().await {
+            Ok(Some(Frame::Data(d))) => Some((Ok::<Bytes, LinkError>(d), s)),
+            Ok(Some(Frame::End)) | Ok(None) => None,
+            Ok(Some(Frame::StreamError(e))) => Some((
+                Err(LinkError::Io(format!(
+                    "agent aborted the response: {}",
+                    e.message
+                ))),
+                s,
+            )),
+            Ok(Some(_)) => None,
+            Err(e) => Some((Err(e), s)),
+        }
+    }));
+    response.body(body).map_err(|e| {
+        json_error(
+            StatusCode::BAD_GATEWAY,
+            "agent_protocol_error",
+            &e.to_string(),
+        )
+    })
+}
+
+/// The receiving half of a request stream. Dropped before it is done (the
+/// client went away), it stops the stream with `CANCELLED`.
+struct ResponseStream {
+    reader: FrameReader,
+    state: StreamState,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ResponseStream {
+    async fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        if self.done {
+            return Ok(None);
+        }
+        let frame = match self.reader.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.done = true;
+                return Err(LinkError::Io("the agent ended the stream early".into()));
+            }
+            Err(e) => {
+                self.done = true;
+                if let LinkError::Protocol(p) = &e {
+                    tracing::warn!(code = %p.code(), "agent broke the stream protocol: {p}");
+                    self.reader.stop(p.code());
+                }
+                return Err(e);
+            }
+        };
+        if let Err(p) = self.state.on_frame(&frame) {
+            tracing::warn!(code = %p.code(), "agent broke the stream protocol: {p}");
+            self.reader.stop(p.code());
+            self.done = true;
+            return Err(p.into());
+        }
+        if self.state == StreamState::Done {
+            self.done = true;
+        }
+        Ok(Some(frame))
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.reader.stop(ErrorCode::CANCELLED);
+        }
+    }
+}
+
+fn forwardable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let connection_listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !HOP_BY_HOP.contains(&k)
+                && !CREDENTIALS.contains(&k)
+                && !connection_listed.iter().any(|c| c == k)
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// `/t/shop/mcp` → `("shop", "/mcp")`; `/t/shop` → `("shop", "")`.
+fn split_tunnel_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/t/")?;
+    match rest.find('/') {
+        Some(i) => Some((&rest[..i], &rest[i..])),
+        None => Some((rest, "")),
+    }
+}
+
+fn body_too_large(limit: u64) -> Response {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("the request body is over the relay's {limit}-byte limit"),
+    )
+}
+
+/// A JSON error body: `{"error": code, "message": text}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_paths() {
+        assert_eq!(split_tunnel_path("/t/shop/mcp"), Some(("shop", "/mcp")));
+        assert_eq!(split_tunnel_path("/t/shop"), Some(("shop", "")));
+        assert_eq!(split_tunnel_path("/t/shop/a/b"), Some(("shop", "/a/b")));
+        assert_eq!(split_tunnel_path("/x/shop"), None);
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        h.insert("cookie", HeaderValue::from_static("a=b"));
+        h.insert("mcp-session-id", HeaderValue::from_static("s1"));
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-06-18"),
+        );
+        h.insert("last-event-id", HeaderValue::from_static("e1"));
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert("host", HeaderValue::from_static("relay"));
+        let out = forwardable_headers(&h);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        for n in [
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+            "accept",
+        ] {
+            assert!(names.contains(&n), "{n} forwarded");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Which agent serves which tunnel: persistent name claims plus the live
+//! connections.
+//!
+//! A tunnel name is claimed by the first credential that serves it and stays
+//! its own (so an unrelated agent cannot grab it while the owner's laptop
+//! sleeps). The same credential connecting again replaces its old connection;
+//! a different one is told the name is taken. A claim whose credential was
+//! revoked is free again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use mcp_tunnel_proto::{ErrorCode, TunnelName};
+use tokio::sync::Semaphore;
+
+use crate::state_dir::{StateDir, write_private};
+
+/// A connected agent serving one tunnel.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// The QUIC connection to the agent.
+    pub conn: quinn::Connection,
+    /// The credential (agent token id) it authenticated with.
+    pub owner: String,
+    /// Distinguishes this connection from earlier ones for the same tunnel.
+    pub generation: u64,
+    /// Bounds the request streams open to this agent at once.
+    pub streams: Arc<Semaphore>,
+    /// When it connected.
+    pub connected_at: Instant,
+    /// Where it connected from.
+    pub remote: SocketAddr,
+}
+
+/// One persisted claim.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The credential (agent token id) that owns the name.
+    pub owner: String,
+    /// Seconds since the Unix epoch.
+    pub claimed_at: u64,
+}
+
+/// What looking a tunnel up found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// An agent is connected.
+    Online(Arc<AgentHandle>),
+    /// The name is claimed but no agent is connected.
+    Offline,
+    /// Nobody ever served this name.
+    Unknown,
+}
+
+/// Why an agent may not serve a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another credential owns the name.
+    #[error(
+        "tunnel name \"{0}\" is taken by another agent credential; choose another --name, or ask the relay admin to revoke that credential"
+    )]
+    NameTaken(TunnelName),
+    /// The claim could not be saved.
+    #[error("the relay could not save the tunnel claim")]
+    Store,
+}
+
+impl RegisterError {
+    /// The wire code for a `Reject`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NameTaken(_) => ErrorCode::NAME_TAKEN,
+            Self::Store => ErrorCode::INTERNAL,
+        }
+    }
+}
+
+/// Tunnels, their owners and their live agents.
+#[derive(Debug)]
+pub struct Registry {
+    online: RwLock<HashMap<TunnelName, Arc<AgentHandle>>>,
+    claims: Mutex<HashMap<TunnelName, Claim>>,
+    claims_path: PathBuf,
+    next_generation: AtomicU64,
+}
+
+impl Registry {
+    /// Loads the claims from `state`.
+    pub fn load(state: &StateDir) -> anyhow::Result<Self> {
+        let claims_path = state.path("tunnels.json");
+        let claims = match std::fs::read(&claims_path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| {
+                format!(
+                    "{} is corrupt; fix or remove it (it only records which credential owns which tunnel name)",
+                    claims_path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", claims_path.display())),
+        };
+        Ok(Self {
+            online: RwLock::new(HashMap::new()),
+            claims: Mutex::new(claims),
+            claims_path,
+            next_generation: AtomicU64::new(1),
+        })
+    }
+
+    /// Finds the agent serving `name`.
+    pub fn lookup(&self, name: &TunnelName) -> Lookup {
+        if let Some(h) = read(&self.online).get(name) {
+            return Lookup::Online(h.clone());
+        }
+        if lock(&self.claims).contains_key(name) {
+            Lookup::Offline
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// Number of connected agents.
+    pub fn online_count(&self) -> usize {
+        read(&self.online).len()
+    }
+
+    /// Makes `conn` the agent for `name`, claiming the name for `owner` if it is
+    /// free. `owner_is_valid` says whether a claim's owner credential still
+    /// exists (a revoked owner's claim is released). Returns the new handle and
+    /// the connection it replaced, if any (the caller closes it).
+    pub fn register(
+        &self,
+        name: &TunnelName,
+        owner: &str,
+        conn: quinn::Connection,
+        max_streams: u32,
+        owner_is_valid: impl Fn(&str) -> bool,
+    ) -> Result<(Arc<AgentHandle>, Option<Arc<AgentHandle>>), RegisterError> {
+        {
+            let mut claims = lock(&self.claims);
+            match claims.get(name) {
+                Some(c) if c.owner == owner => {}
+                Some(c) if owner_is_valid(&c.owner) => {
+                    return Err(RegisterError::NameTaken(name.clone()));
+                }
+                _ => {
+                    claims.insert(
+                        name.clone(),
+                        Claim {
+                            owner: owner.to_owned(),
+                            claimed_at: SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map(|d| d.as_secs())
+                                .unwrap_or(0),
+                        },
+                    );
+                    let bytes =
+                        serde_json::to_vec_pretty(&*claims).map_err(|_| RegisterError::Store)?;
+                    write_private(&self.claims_path, &bytes).map_err(|e| {
+                        tracing::error!(error = %format!("{e:#}"), "saving tunnel claims");
+                        RegisterError::Store
+                    })?;
+                }
+            }
+        }
+        let handle = Arc::new(AgentHandle {
+            remote: conn.remote_address(),
+            conn,
+            owner: owner.to_owned(),
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            streams: Arc::new(Semaphore::new(max_streams as usize)),
+            connected_at: Instant::now(),
+        });
+        let old = write(&self.online).insert(name.clone(), handle.clone());
+        Ok((handle, old))
+    }
+
+    /// Removes `name`'s agent if it is still the connection `generation`.
+    pub fn deregister(&self, name: &TunnelName, generation: u64) -> bool {
+        let mut online = write(&self.online);
+        if online.get(name).is_some_and(|h| h.generation == generation) {
+            online.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every connected agent (for shutdown).
+    pub fn all_online(&self) -> Vec<(TunnelName, Arc<AgentHandle>)> {
+        read(&self.online)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+// A poisoned lock means a thread panicked while holding it; the maps stay
+// structurally valid, so carry on with the data rather than cascade the panic.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
