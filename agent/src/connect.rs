@@ -416,7 +416,7 @@ async fn serve_connection(
     let mut seq = 0u64;
     let mut last_pong = tokio::time::Instant::now();
     let mut state = ControlState::Open;
-    let ended = loop {
+    loop {
         tokio::select! {
             s = conn.accept_bi() => match s {
                 Ok((s, r)) => {
@@ -472,8 +472,7 @@ async fn serve_connection(
                 break Ended::Shutdown;
             }
         }
-    };
-    ended
+    }
 }
 
 async fn drain(tasks: &TaskTracker) {

@@ -31,7 +31,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 unauthorized, 4 tunnel name taken,
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect to a relay and serve a local MCP server through it.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// Show the agents running on this machine.
     Status {
         /// Print JSON (one array of agents).
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Connect(args) => rt.block_on(connect(args)),
+        Command::Connect(args) => rt.block_on(connect(*args)),
         Command::Status { json } => rt.block_on(status(json)),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -171,10 +171,10 @@ pub async fn read_all(dir: &Path) -> Vec<Snapshot> {
             continue;
         };
         let mut buf = Vec::new();
-        if s.read_to_end(&mut buf).await.is_ok() {
-            if let Ok(snap) = serde_json::from_slice(&buf) {
-                out.push(snap);
-            }
+        if s.read_to_end(&mut buf).await.is_ok()
+            && let Ok(snap) = serde_json::from_slice(&buf)
+        {
+            out.push(snap);
         }
     }
     out

@@ -17,6 +17,8 @@ pub struct App {
     pub registry: Registry,
     /// Agent credentials.
     pub tokens: AgentTokens,
+    /// The public base URL, without a trailing slash.
+    pub public_url: String,
     /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
     pub quic_port: u16,
     next_request_id: AtomicU64,
@@ -24,8 +26,15 @@ pub struct App {
 
 impl App {
     /// Builds the shared state.
-    pub fn new(config: Config, registry: Registry, tokens: AgentTokens, quic_port: u16) -> Self {
+    pub fn new(
+        config: Config,
+        public_url: String,
+        registry: Registry,
+        tokens: AgentTokens,
+        quic_port: u16,
+    ) -> Self {
         Self {
+            public_url,
             config,
             registry,
             tokens,
@@ -41,9 +50,6 @@ impl App {
 
     /// The MCP URL clients use for `tunnel`.
     pub fn public_mcp_url(&self, tunnel: &TunnelName) -> String {
-        format!(
-            "{}/t/{tunnel}/mcp",
-            self.config.public_url.as_str().trim_end_matches('/')
-        )
+        format!("{}/t/{tunnel}/mcp", self.public_url)
     }
 }

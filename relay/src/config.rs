@@ -65,8 +65,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// State directory.
     pub state_dir: PathBuf,
-    /// Public base URL.
-    pub public_url: Url,
+    /// Public base URL; `None` in dev mode without one: `https://localhost:<bound HTTPS port>`.
+    pub public_url: Option<Url>,
     /// Where the certificate comes from.
     pub tls: TlsSource,
     /// Development mode.
@@ -143,15 +143,15 @@ impl Config {
             ),
             _ => bail!("--tls-cert and --tls-key go together; pass both"),
         };
-        let public_url = match o.public_url.or(file.public_url) {
-            Some(u) => u,
-            None if dev => Url::parse(&format!("https://localhost:{}", https.port()))?,
-            None => {
+        let public_url = o.public_url.or(file.public_url);
+        match &public_url {
+            Some(u) if !matches!(u.scheme(), "https" | "http") || u.host().is_none() => {
+                bail!("--public-url must be an http(s) URL with a host, got {u}");
+            }
+            None if !dev => {
                 bail!("pass --public-url https://relay.example.com (the URL MCP clients will use)")
             }
-        };
-        if !matches!(public_url.scheme(), "https" | "http") || public_url.host().is_none() {
-            bail!("--public-url must be an http(s) URL with a host, got {public_url}");
+            _ => {}
         }
         let mut limits = file.limits.unwrap_or_default();
         if let Some(n) = o.max_streams_per_tunnel {
@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(cfg.https.port(), 2000);
         assert_eq!(cfg.limits.max_streams_per_tunnel, 7);
         assert_eq!(cfg.limits.response_head_timeout.as_secs(), 3);
-        assert_eq!(cfg.public_url.as_str(), "https://localhost:2000/");
+        assert_eq!(
+            cfg.public_url, None,
+            "dev mode derives it from the bound port"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ async fn well_known(State(app): State<Arc<App>>) -> Response {
         "protocol_versions": SUPPORTED_VERSIONS,
         "alpn": String::from_utf8_lossy(ALPN),
         "quic": { "port": app.quic_port },
-        "public_url": app.config.public_url.as_str().trim_end_matches('/'),
+        "public_url": app.public_url,
     }))
     .into_response()
 }

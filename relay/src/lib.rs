@@ -105,14 +105,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => None,
     };
 
+    let public_url = match &config.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!("https://localhost:{}", https_addr.port()),
+    };
     let registry = Registry::load(&state)?;
     let tokens = AgentTokens::new(&state);
-    let app = Arc::new(App::new(config.clone(), registry, tokens, quic_addr.port()));
+    let app = Arc::new(App::new(
+        config.clone(),
+        public_url.clone(),
+        registry,
+        tokens,
+        quic_addr.port(),
+    ));
     let endpoints = Endpoints {
         https: https_addr,
         quic: quic_addr,
         http: http_addr,
-        public_url: config.public_url.as_str().trim_end_matches('/').to_owned(),
+        public_url,
     };
     state_dir::write_private(
         &state.path("endpoints.json"),

@@ -30,7 +30,7 @@ const EXAMPLES: &str = "Examples:
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the relay.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage agent tokens (the credential `mcp-agent connect --token` uses).
     #[command(subcommand)]
     AgentTokens(TokenCommand),
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::AgentTokens(cmd) => tokens(cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -163,7 +163,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     let dev = config.dev;
     let state = config.state_dir.clone();
-    let public = config.public_url.as_str().trim_end_matches('/').to_owned();
+    let public = match &config.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => format!("https://localhost:{}", config.https.port()),
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         if dev {

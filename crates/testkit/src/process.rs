@@ -1,0 +1,424 @@
+//! Real relay and agent processes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Path of a workspace binary built by `cargo build` (next to the test's `deps/`).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|p| {
+            if p.ends_with("deps") {
+                p.parent()
+            } else {
+                Some(p)
+            }
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` before the tests (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The Python interpreter of the venv holding the official MCP SDK (`mcp` 2.x):
+/// `$MCP_TEST_PYTHON`, else `~/.cache/mcp-tunnel/venv/bin/python` (what
+/// `tests/setup.sh` creates).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCP_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let p = home.join(".cache/mcp-tunnel/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run tests/setup.sh (it installs the official MCP Python SDK)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed on drop, with its output captured.
+#[derive(Debug)]
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            let tag = name.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if std::env::var_os("MCP_TEST_VERBOSE").is_some() {
+                        eprintln!("[{tag}] {line}");
+                    }
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            lines,
+            name: name.to_owned(),
+        })
+    }
+
+    fn output(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Ok(l.clone());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not print {needle:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How to start a relay.
+#[derive(Debug, Clone, Default)]
+pub struct RelayOptions {
+    /// Extra command-line arguments for `mcp-relay serve`.
+    pub args: Vec<String>,
+}
+
+/// The addresses a relay bound.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Endpoints {
+    /// HTTPS front.
+    pub https: SocketAddr,
+    /// QUIC.
+    pub quic: SocketAddr,
+    /// Plain HTTP front.
+    pub http: Option<SocketAddr>,
+    /// Public base URL.
+    pub public_url: String,
+}
+
+/// A running `mcp-relay serve --dev` on loopback with its own state dir.
+#[derive(Debug)]
+pub struct Relay {
+    proc: Proc,
+    state: tempfile::TempDir,
+    opts: RelayOptions,
+    /// Where it listens.
+    pub endpoints: Endpoints,
+}
+
+impl Relay {
+    /// Starts a relay on free loopback ports.
+    pub fn start(opts: RelayOptions) -> anyhow::Result<Self> {
+        let state = tempfile::tempdir()?;
+        let (proc, endpoints) = Self::spawn(state.path(), &opts, None)?;
+        Ok(Self {
+            proc,
+            state,
+            opts,
+            endpoints,
+        })
+    }
+
+    fn spawn(
+        state: &Path,
+        opts: &RelayOptions,
+        same_as: Option<&Endpoints>,
+    ) -> anyhow::Result<(Proc, Endpoints)> {
+        let endpoints_file = state.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints_file);
+        let (https, quic, http) = match same_as {
+            Some(e) => (
+                e.https.to_string(),
+                e.quic.to_string(),
+                e.http
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "127.0.0.1:0".into()),
+            ),
+            None => (
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+            ),
+        };
+        let mut cmd = Command::new(bin_path("mcp-relay"));
+        cmd.args(["serve", "--dev", "--state"])
+            .arg(state)
+            .args(["--https", &https, "--quic", &quic, "--http", &http])
+            .args(&opts.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("MCP_TEST_RELAY_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        if let Some(e) = same_as {
+            cmd.args(["--public-url", &e.public_url]);
+        }
+        let mut proc = Proc::spawn("relay", cmd)?;
+        proc.wait_for_line("relay listening", Duration::from_secs(20))?;
+        let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
+        Ok((proc, endpoints))
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// The dev CA agents and clients must trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.state.path().join("dev-ca.pem")
+    }
+
+    /// `https://localhost:PORT`
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.endpoints.https.port())
+    }
+
+    /// `http://127.0.0.1:PORT` (the plain front).
+    pub fn http_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.endpoints.http.expect("http front enabled")
+        )
+    }
+
+    /// Runs `mcp-relay agent-tokens create` and returns the token.
+    pub fn create_token(&self) -> anyhow::Result<String> {
+        let out = Command::new(bin_path("mcp-relay"))
+            .args(["agent-tokens", "create", "--label", "test", "--state"])
+            .arg(self.state.path())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "agent-tokens create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    /// `kill -9` the relay.
+    pub fn kill9(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts the relay again on the same ports with the same state dir.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill();
+        let (proc, endpoints) = Self::spawn(self.state.path(), &self.opts, Some(&self.endpoints))?;
+        self.proc = proc;
+        self.endpoints = endpoints;
+        Ok(())
+    }
+
+    /// Everything the relay printed.
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    /// A reqwest client trusting the relay's dev CA.
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.ca_file()).expect("dev CA");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("dev CA parses");
+        reqwest::Client::builder()
+            .tls_certs_merge([cert])
+            .build()
+            .expect("client builds")
+    }
+}
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Tunnel name.
+    pub name: String,
+    /// Upstream MCP URL.
+    pub upstream: String,
+    /// Token (default: a fresh one from the relay).
+    pub token: Option<String>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+}
+
+/// A running `mcp-agent connect`.
+#[derive(Debug)]
+pub struct Agent {
+    proc: Proc,
+    runtime: tempfile::TempDir,
+    /// The public MCP URL it printed.
+    pub public_url: String,
+}
+
+impl Agent {
+    /// Starts an agent and waits until it prints its public URL.
+    pub fn start(relay: &Relay, opts: AgentOptions) -> anyhow::Result<Self> {
+        let mut agent = Self::spawn(relay, opts)?;
+        let line = agent
+            .proc
+            .wait_for_line("Public MCP URL:", Duration::from_secs(20))?;
+        agent.public_url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        Ok(agent)
+    }
+
+    /// Starts an agent without waiting (for agents expected to fail).
+    pub fn spawn(relay: &Relay, opts: AgentOptions) -> anyhow::Result<Self> {
+        let token = match opts.token {
+            Some(t) => t,
+            None => relay.create_token()?,
+        };
+        let runtime = tempfile::tempdir()?;
+        let mut cmd = Command::new(bin_path("mcp-agent"));
+        cmd.arg("connect")
+            .args([
+                "--relay",
+                &relay.https_url(),
+                "--name",
+                &opts.name,
+                "--upstream",
+                &opts.upstream,
+            ])
+            .arg("--ca")
+            .arg(relay.ca_file())
+            .args(&opts.args)
+            .env("MCP_AGENT_TOKEN", token)
+            .env("MCP_AGENT_RUNTIME_DIR", runtime.path());
+        let proc = Proc::spawn("agent", cmd)?;
+        Ok(Self {
+            proc,
+            runtime,
+            public_url: String::new(),
+        })
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.proc.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(s.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!("agent still running after {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.proc.wait_for_line(needle, timeout)
+    }
+
+    /// Sends SIGINT (Ctrl-C).
+    pub fn interrupt(&self) {
+        self.proc.signal("INT");
+    }
+
+    /// Kills the agent.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Everything it printed.
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    /// `mcp-agent status --json` for this agent.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(bin_path("mcp-agent"))
+            .args(["status", "--json"])
+            .env("MCP_AGENT_RUNTIME_DIR", self.runtime.path())
+            .output()?;
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("status output: {}", String::from_utf8_lossy(&out.stdout)))?;
+        all.into_iter().next().context("no agent in status output")
+    }
+}
