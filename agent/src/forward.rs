@@ -10,17 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use mcp_tunnel_proto::{
     ErrorCode, Frame, Limits, ResponseHead, StreamError, StreamKind, StreamState,
 };
 use mcp_tunnel_transport::{FrameReader, LinkError, write_data, write_frame};
 
 use crate::stats::Stats;
+use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, error_chain};
 
 /// Longest time the relay may take to send a whole request.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,62 +34,6 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// The local MCP server requests are forwarded to.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
-    url: Uri,
-    origin: String,
-    host: HeaderValue,
-}
-
-impl Upstream {
-    /// An upstream at `url` (`http://127.0.0.1:PORT/mcp`).
-    pub fn new(url: &url::Url) -> anyhow::Result<Self> {
-        if url.scheme() != "http" {
-            anyhow::bail!("--upstream must be an http:// URL of a local MCP server, got {url}");
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| anyhow::anyhow!("--upstream {url} has no host"))?;
-        let authority = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Ok(Self {
-            client,
-            url: url.as_str().parse()?,
-            origin: format!("http://{authority}"),
-            host: HeaderValue::from_str(&authority)?,
-        })
-    }
-
-    /// Maps a tunnel path to the upstream: `/mcp` is the upstream URL itself;
-    /// anything else is taken relative to the upstream's origin.
-    fn target(&self, path: &str) -> Result<Uri, http::uri::InvalidUri> {
-        let (p, q) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        if p == "/mcp" {
-            let mut s = self.url.to_string();
-            if let Some(q) = q {
-                s.push(if self.url.query().is_some() { '&' } else { '?' });
-                s.push_str(q);
-            }
-            s.parse()
-        } else {
-            format!("{}{}", self.origin, path).parse()
-        }
-    }
-}
-
 /// What the per-request log line needs.
 #[derive(Debug)]
 struct Outcome {
@@ -106,7 +48,7 @@ struct Outcome {
 pub async fn handle_stream(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
-    upstream: Arc<Upstream>,
+    upstream: Arc<dyn Upstream>,
     stats: Arc<Stats>,
     limits: Limits,
     quiet: bool,
@@ -116,7 +58,7 @@ pub async fn handle_stream(
         .in_flight
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let outcome = serve(&mut send, recv, &upstream, &stats, &limits).await;
+    let outcome = serve(&mut send, recv, upstream.as_ref(), &stats, &limits).await;
     stats
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -145,7 +87,7 @@ pub async fn handle_stream(
 async fn serve(
     send: &mut quinn::SendStream,
     recv: quinn::RecvStream,
-    upstream: &Upstream,
+    upstream: &dyn Upstream,
     stats: &Stats,
     limits: &Limits,
 ) -> Outcome {
@@ -182,7 +124,7 @@ async fn serve(
     out.path = head.path.clone();
     out.rpc = rpc_method(&body);
 
-    let req = match build_request(upstream, &head, body) {
+    let req = match build_request(&head, body) {
         Ok(r) => r,
         Err(msg) => {
             Stats::bump(&stats.streams_rejected);
@@ -203,7 +145,7 @@ async fn serve(
     tokio::pin!(stopped);
     let deadline = Duration::from_millis(head.deadline_ms.unwrap_or(120_000));
     let response = tokio::select! {
-        r = tokio::time::timeout(deadline, upstream.client.request(req)) => r,
+        r = tokio::time::timeout(deadline, upstream.call(req)) => r,
         _ = &mut stopped => {
             Stats::bump(&stats.requests_cancelled);
             out.note = "cancelled by client";
@@ -214,11 +156,10 @@ async fn serve(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             Stats::bump(&stats.upstream_errors);
-            let message = format!(
-                "could not reach the local MCP server at {}: {}",
-                upstream.url,
-                error_chain(&e)
-            );
+            let message = match e {
+                UpstreamError::Unavailable(m) => m,
+                UpstreamError::BadRequest(m) => format!("{}: {m}", upstream.describe()),
+            };
             tracing::warn!("{message}");
             let _ = write_frame(
                 send,
@@ -294,7 +235,7 @@ async fn serve(
                 Stats::bump(&stats.upstream_errors);
                 let message = format!(
                     "the local MCP server failed mid-response: {}",
-                    error_chain(&e)
+                    error_chain(e.as_ref())
                 );
                 let _ = write_frame(
                     send,
@@ -352,10 +293,9 @@ async fn read_request(
 }
 
 fn build_request(
-    upstream: &Upstream,
     head: &mcp_tunnel_proto::RequestHead,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, String> {
+) -> Result<UpstreamRequest, String> {
     if !head.path.starts_with('/') {
         return Err(format!(
             "request path {:?} does not start with /",
@@ -364,8 +304,9 @@ fn build_request(
     }
     let method = Method::from_bytes(head.method.as_bytes())
         .map_err(|_| format!("bad method {:?}", head.method))?;
-    let uri = upstream
-        .target(&head.path)
+    let uri: http::Uri = head
+        .path
+        .parse()
         .map_err(|e| format!("bad path {:?}: {e}", head.path))?;
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(h) = req.headers_mut() {
@@ -380,7 +321,6 @@ fn build_request(
                 h.append(k, v);
             }
         }
-        h.insert(HOST, upstream.host.clone());
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
 }
@@ -411,43 +351,9 @@ fn rpc_method(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<M>(body).ok()?.method
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn maps_paths_to_upstream() {
-        let up = Upstream::new(&"http://127.0.0.1:9000/mcp".parse().unwrap()).unwrap();
-        assert_eq!(
-            up.target("/mcp").unwrap().to_string(),
-            "http://127.0.0.1:9000/mcp"
-        );
-        assert_eq!(
-            up.target("/mcp?a=1").unwrap().to_string(),
-            "http://127.0.0.1:9000/mcp?a=1"
-        );
-        assert_eq!(
-            up.target("/.well-known/x").unwrap().to_string(),
-            "http://127.0.0.1:9000/.well-known/x"
-        );
-        let up = Upstream::new(&"http://127.0.0.1:9000/api/v1/mcp".parse().unwrap()).unwrap();
-        assert_eq!(
-            up.target("/mcp").unwrap().to_string(),
-            "http://127.0.0.1:9000/api/v1/mcp"
-        );
-        assert!(Upstream::new(&"https://x/mcp".parse().unwrap()).is_err());
-    }
 
     #[test]
     fn extracts_rpc_method() {

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod forward;
 pub mod stats;
 pub mod tls;
+pub mod upstream;
 
 pub use connect::{ConnectConfig, ConnectError, run};
 

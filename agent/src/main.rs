@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use mcp_agent::upstream::Upstream;
+use mcp_agent::upstream::http::HttpUpstream;
+use mcp_agent::upstream::sqlite::SqliteUpstream;
+use mcp_agent::upstream::stdio::StdioBridge;
 use mcp_agent::{ConnectConfig, ConnectError};
 use mcp_tunnel_proto::{Secret, TunnelName};
 use tokio_util::sync::CancellationToken;
@@ -20,18 +24,135 @@ struct Cli {
 }
 
 const EXAMPLES: &str = "Examples:
+  mcp-agent connect --relay https://relay.example.com --token $TOKEN --db shop.db
   mcp-agent connect --relay https://relay.example.com --token $TOKEN \\
       --name shop --upstream http://127.0.0.1:8000/mcp
+  mcp-agent connect --relay https://relay.example.com --token $TOKEN \\
+      --name notes --stdio \"uvx mcp-server-sqlite --db-path notes.db\"
+  mcp-agent serve --db shop.db                 # plain local MCP server over stdio
+  mcp-agent serve --db shop.db --http 127.0.0.1:8000
   mcp-agent connect --relay https://localhost:8443 --ca ~/.local/share/mcp-relay/dev-ca.pem ...
   mcp-agent status --json
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 unauthorized, 4 tunnel name taken,
 5 protocol version mismatch, 6 replaced by another agent with the same credential.";
 
+/// What the tunnel serves: exactly one of --db, --stdio, --upstream.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct UpstreamArgs {
+    /// Serve the built-in SQLite MCP tool on this database file (read-only unless --allow-writes).
+    #[arg(long, env = "MCP_AGENT_DB", group = "source")]
+    db: Option<PathBuf>,
+    /// Run this stdio MCP server (one child per MCP session), e.g. "uvx mcp-server-sqlite --db-path x.db".
+    #[arg(long, env = "MCP_AGENT_STDIO", group = "source")]
+    stdio: Option<String>,
+    /// A local Streamable HTTP MCP server, e.g. http://127.0.0.1:8000/mcp.
+    #[arg(long, env = "MCP_AGENT_UPSTREAM", group = "source")]
+    upstream: Option<Url>,
+    #[command(flatten)]
+    sqlite: SqliteArgs,
+}
+
+/// Options of the built-in SQLite tool.
+#[derive(Debug, Clone, clap::Args)]
+struct SqliteArgs {
+    /// Allow write_query and create_table (the database is opened read-write, WAL).
+    #[arg(long, env = "MCP_AGENT_ALLOW_WRITES")]
+    allow_writes: bool,
+    /// Most rows one query returns [default: 500].
+    #[arg(long, env = "MCP_AGENT_MAX_ROWS")]
+    max_rows: Option<usize>,
+    /// Most bytes of rows one query returns [default: 1048576].
+    #[arg(long, env = "MCP_AGENT_MAX_BYTES")]
+    max_bytes: Option<usize>,
+    /// Per-query time limit, e.g. 5s or 500ms [default: 5s].
+    #[arg(long, env = "MCP_AGENT_QUERY_TIMEOUT", value_parser = humantime::parse_duration)]
+    query_timeout: Option<std::time::Duration>,
+}
+
+impl SqliteArgs {
+    fn open(&self, db: &std::path::Path) -> anyhow::Result<mcp_sqlite::SqliteServer> {
+        let mut config = mcp_sqlite::SqliteConfig::new(db).with_allow_writes(self.allow_writes);
+        if let Some(n) = self.max_rows {
+            config.max_rows = n;
+        }
+        if let Some(n) = self.max_bytes {
+            config.max_bytes = n;
+        }
+        if let Some(t) = self.query_timeout {
+            config.query_timeout = t;
+        }
+        Ok(mcp_sqlite::SqliteServer::open(config)?)
+    }
+}
+
+impl UpstreamArgs {
+    fn build(&self) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
+        Ok(match (&self.db, &self.stdio, &self.upstream) {
+            (Some(db), _, _) => std::sync::Arc::new(SqliteUpstream::new(self.sqlite.open(db)?)),
+            (_, Some(cmd), _) => {
+                let argv = shell_words(cmd)?;
+                std::sync::Arc::new(StdioBridge::new(argv)?)
+            }
+            (_, _, Some(url)) => std::sync::Arc::new(HttpUpstream::new(url)?),
+            _ => anyhow::bail!("pass one of --db FILE, --stdio CMD or --upstream URL"),
+        })
+    }
+
+    fn default_name(&self) -> anyhow::Result<TunnelName> {
+        let stem = self
+            .db
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| anyhow::anyhow!("pass --name NAME (only --db has a default name)"))?;
+        Ok(TunnelName::sanitize(stem)?)
+    }
+}
+
+/// Splits a command line on whitespace, honouring simple single/double quotes.
+fn shell_words(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    anyhow::ensure!(quote.is_none(), "unbalanced quote in --stdio command");
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    anyhow::ensure!(!out.is_empty(), "--stdio needs a command");
+    Ok(out)
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect to a relay and serve a local MCP server through it.
     Connect(Box<ConnectArgs>),
+    /// Run the built-in SQLite MCP tool as an ordinary local MCP server (stdio, or HTTP with --http).
+    Serve(ServeArgs),
+    /// Write the sample shop database (customers, products, orders) to FILE.
+    DemoDb {
+        /// Where to write it (must not exist).
+        file: PathBuf,
+    },
     /// Show the agents running on this machine.
     Status {
         /// Print JSON (one array of agents).
@@ -50,12 +171,11 @@ struct ConnectArgs {
     /// The relay's URL.
     #[arg(long, env = "MCP_AGENT_RELAY")]
     relay: Url,
-    /// Tunnel name (lowercase letters, digits, '-').
+    /// Tunnel name (lowercase letters, digits, '-') [default: the --db file's stem].
     #[arg(long, env = "MCP_AGENT_NAME")]
-    name: TunnelName,
-    /// The local Streamable HTTP MCP server to expose.
-    #[arg(long, env = "MCP_AGENT_UPSTREAM")]
-    upstream: Url,
+    name: Option<TunnelName>,
+    #[command(flatten)]
+    source: UpstreamArgs,
     /// Extra CA certificate (PEM) to trust for the relay, e.g. a dev relay's dev-ca.pem.
     #[arg(long, env = "MCP_AGENT_CA")]
     ca: Option<PathBuf>,
@@ -65,6 +185,18 @@ struct ConnectArgs {
     /// Don't print a line per request.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The SQLite database file.
+    #[arg(long, env = "MCP_AGENT_DB")]
+    db: PathBuf,
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    sqlite: SqliteArgs,
 }
 
 fn main() -> ExitCode {
@@ -85,6 +217,23 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Connect(args) => rt.block_on(connect(*args)),
+        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::DemoDb { file } => {
+            if file.exists() {
+                eprintln!("error: {} already exists; pick a new path", file.display());
+                return ExitCode::from(1);
+            }
+            match mcp_sqlite::create_demo_database(&file) {
+                Ok(()) => {
+                    eprintln!("wrote the sample shop database to {}", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", file.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Status { json } => rt.block_on(status(json)),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -99,10 +248,24 @@ fn main() -> ExitCode {
 }
 
 async fn connect(args: ConnectArgs) -> ExitCode {
+    let built = args.source.build().and_then(|up| {
+        let name = match args.name.clone() {
+            Some(n) => n,
+            None => args.source.default_name()?,
+        };
+        Ok((up, name))
+    });
+    let (upstream, name) = match built {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     let config = ConnectConfig {
         relay: args.relay,
-        name: args.name,
-        upstream: args.upstream,
+        name,
+        upstream,
         ca: args.ca,
         token: Secret::new(args.token),
         quiet: args.quiet,
@@ -116,7 +279,9 @@ async fn connect(args: ConnectArgs) -> ExitCode {
     });
     eprintln!(
         "connecting to {} as tunnel \"{}\" → {}",
-        config.relay, config.name, config.upstream
+        config.relay,
+        config.name,
+        config.upstream.describe()
     );
     match mcp_agent::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,6 +299,38 @@ async fn connect(args: ConnectArgs) -> ExitCode {
                 }
             }
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let server = match args.sqlite.open(&args.db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match args.http {
+        None => mcp_sqlite::serve_stdio(server).await.map_err(anyhow::Error::from),
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                eprintln!("serving {} at http://{bound}/mcp", args.db.display());
+                mcp_sqlite::serve_http(server, l, async {
+                    shutdown_signal().await;
+                })
+                .await
+                .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(anyhow::anyhow!("binding {addr}: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
