@@ -39,19 +39,17 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 unauthorized, 4 tunnel name taken,
 
 /// What the tunnel serves: exactly one of --db, --stdio, --upstream.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(id = "source", required = true, multiple = false)]
 struct UpstreamArgs {
     /// Serve the built-in SQLite MCP tool on this database file (read-only unless --allow-writes).
-    #[arg(long, env = "MCP_AGENT_DB", group = "source")]
+    #[arg(long, env = "MCP_AGENT_DB")]
     db: Option<PathBuf>,
     /// Run this stdio MCP server (one child per MCP session), e.g. "uvx mcp-server-sqlite --db-path x.db".
-    #[arg(long, env = "MCP_AGENT_STDIO", group = "source")]
+    #[arg(long, env = "MCP_AGENT_STDIO")]
     stdio: Option<String>,
     /// A local Streamable HTTP MCP server, e.g. http://127.0.0.1:8000/mcp.
-    #[arg(long, env = "MCP_AGENT_UPSTREAM", group = "source")]
+    #[arg(long, env = "MCP_AGENT_UPSTREAM")]
     upstream: Option<Url>,
-    #[command(flatten)]
-    sqlite: SqliteArgs,
 }
 
 /// Options of the built-in SQLite tool.
@@ -88,9 +86,9 @@ impl SqliteArgs {
 }
 
 impl UpstreamArgs {
-    fn build(&self) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
+    fn build(&self, sqlite: &SqliteArgs) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
         Ok(match (&self.db, &self.stdio, &self.upstream) {
-            (Some(db), _, _) => std::sync::Arc::new(SqliteUpstream::new(self.sqlite.open(db)?)),
+            (Some(db), _, _) => std::sync::Arc::new(SqliteUpstream::new(sqlite.open(db)?)),
             (_, Some(cmd), _) => {
                 let argv = shell_words(cmd)?;
                 std::sync::Arc::new(StdioBridge::new(argv)?)
@@ -176,6 +174,8 @@ struct ConnectArgs {
     name: Option<TunnelName>,
     #[command(flatten)]
     source: UpstreamArgs,
+    #[command(flatten)]
+    sqlite: SqliteArgs,
     /// Extra CA certificate (PEM) to trust for the relay, e.g. a dev relay's dev-ca.pem.
     #[arg(long, env = "MCP_AGENT_CA")]
     ca: Option<PathBuf>,
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
 }
 
 async fn connect(args: ConnectArgs) -> ExitCode {
-    let built = args.source.build().and_then(|up| {
+    let built = args.source.build(&args.sqlite).and_then(|up| {
         let name = match args.name.clone() {
             Some(n) => n,
             None => args.source.default_name()?,

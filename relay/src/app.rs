@@ -6,6 +6,7 @@ use mcp_tunnel_proto::TunnelName;
 
 use crate::agent_tokens::AgentTokens;
 use crate::config::Config;
+use crate::host_check::HostPolicy;
 use crate::registry::Registry;
 
 /// Everything a request handler or agent connection needs.
@@ -17,6 +18,8 @@ pub struct App {
     pub registry: Registry,
     /// Agent credentials.
     pub tokens: AgentTokens,
+    /// Which Host/Origin values the MCP path accepts.
+    pub host_policy: HostPolicy,
     /// The public base URL, without a trailing slash.
     pub public_url: String,
     /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
@@ -28,6 +31,7 @@ impl App {
     /// Builds the shared state.
     pub fn new(
         config: Config,
+        host_policy: HostPolicy,
         public_url: String,
         registry: Registry,
         tokens: AgentTokens,
@@ -35,6 +39,7 @@ impl App {
     ) -> Self {
         Self {
             public_url,
+            host_policy,
             config,
             registry,
             tokens,

@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// `text` (default) or `json` log lines.
     pub log_format: Option<LogFormat>,
+    /// Extra host names the relay answers to besides the public URL's (e.g. an alias).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Web origins (e.g. `https://app.example.com`) whose browsers may call tunnels.
+    pub allowed_origins: Option<Vec<String>>,
     /// Limits (see `RelayLimits`).
     pub limits: Option<RelayLimits>,
 }
@@ -73,6 +77,10 @@ pub struct Config {
     pub dev: bool,
     /// Limits.
     pub limits: RelayLimits,
+    /// Extra accepted `Host` names.
+    pub allowed_hosts: Vec<String>,
+    /// Extra accepted `Origin`s.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Flags that override the file (all optional; `None` = not given).
@@ -172,6 +180,8 @@ impl Config {
             tls,
             dev,
             limits,
+            allowed_hosts: file.allowed_hosts.unwrap_or_default(),
+            allowed_origins: file.allowed_origins.unwrap_or_default(),
         })
     }
 }

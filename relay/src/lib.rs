@@ -15,6 +15,7 @@ pub mod agents;
 pub mod app;
 pub mod config;
 pub mod front;
+pub mod host_check;
 pub mod limits;
 pub mod proxy;
 pub mod registry;
@@ -109,10 +110,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(u) => u.as_str().trim_end_matches('/').to_owned(),
         None => format!("https://localhost:{}", https_addr.port()),
     };
+    let public_host = url::Url::parse(&public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let host_policy = host_check::HostPolicy::new(
+        &public_host,
+        &config.allowed_hosts,
+        &config.allowed_origins,
+        config.dev,
+    );
     let registry = Registry::load(&state)?;
     let tokens = AgentTokens::new(&state);
     let app = Arc::new(App::new(
         config.clone(),
+        host_policy,
         public_url.clone(),
         registry,
         tokens,

@@ -46,6 +46,9 @@ const CREDENTIALS: &[&str] = &["authorization", "cookie"];
 /// Handles every request under `/t/`.
 pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
+    if let Err(e) = app.host_policy.check(req.uri(), req.headers()) {
+        return json_error(StatusCode::FORBIDDEN, "host_not_allowed", &e.to_string());
+    }
     let path = req.uri().path().to_owned();
     let Some((name, rest)) = split_tunnel_path(&path) else {
         return json_error(

