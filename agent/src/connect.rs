@@ -19,8 +19,8 @@ use url::Url;
 
 use crate::backoff::Backoff;
 use crate::forward::handle_stream;
-use crate::upstream::Upstream;
 use crate::stats::Stats;
+use crate::upstream::Upstream;
 
 /// How long `connect` waits for in-flight requests on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,26 +138,17 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
             r = tokio::time::timeout(ATTEMPT_TIMEOUT, establish(&config, &http, &client_config, &mut endpoint)) => r,
             _ = shutdown.cancelled() => break Ok(()),
         };
-        let (conn, control) = match attempt {
-            Ok(Ok(v)) => v,
+        let failure = match attempt {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(Attempt::Fatal(e))) => break Err(e),
-            Ok(Err(Attempt::Retry(e))) => {
+            Ok(Err(Attempt::Retry(e))) => Err(format!("relay not reachable ({e:#})")),
+            Err(_) => Err("connecting to the relay timed out".to_owned()),
+        };
+        let (conn, control) = match failure {
+            Ok(v) => v,
+            Err(why) => {
                 let delay = backoff.next_delay();
-                eprintln!(
-                    "relay not reachable ({e:#}); retrying in {:.1}s",
-                    delay.as_secs_f64()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = shutdown.cancelled() => break Ok(()),
-                }
-            }
-            Err(_) => {
-                let delay = backoff.next_delay();
-                eprintln!(
-                    "connecting to the relay timed out; retrying in {:.1}s",
-                    delay.as_secs_f64()
-                );
+                eprintln!("{why}; retrying in {:.1}s", delay.as_secs_f64());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = shutdown.cancelled() => break Ok(()),

@@ -128,15 +128,7 @@ async fn serve(
         Ok(r) => r,
         Err(msg) => {
             Stats::bump(&stats.streams_rejected);
-            let _ = write_frame(
-                send,
-                &Frame::StreamError(StreamError {
-                    code: ErrorCode::PROTOCOL_ERROR,
-                    message: msg,
-                }),
-            )
-            .await;
-            let _ = send.finish();
+            fail_stream(send, ErrorCode::PROTOCOL_ERROR, msg).await;
             out.note = "rejected: bad request head";
             return out;
         }
@@ -161,30 +153,14 @@ async fn serve(
                 UpstreamError::BadRequest(m) => format!("{}: {m}", upstream.describe()),
             };
             tracing::warn!("{message}");
-            let _ = write_frame(
-                send,
-                &Frame::StreamError(StreamError {
-                    code: ErrorCode::UPSTREAM_ERROR,
-                    message,
-                }),
-            )
-            .await;
-            let _ = send.finish();
+            fail_stream(send, ErrorCode::UPSTREAM_ERROR, message).await;
             out.note = "upstream unreachable";
             return out;
         }
         Err(_) => {
             Stats::bump(&stats.upstream_errors);
             let message = format!("the local MCP server did not answer within {deadline:?}");
-            let _ = write_frame(
-                send,
-                &Frame::StreamError(StreamError {
-                    code: ErrorCode::DEADLINE_EXCEEDED,
-                    message,
-                }),
-            )
-            .await;
-            let _ = send.finish();
+            fail_stream(send, ErrorCode::DEADLINE_EXCEEDED, message).await;
             out.note = "upstream timeout";
             return out;
         }
@@ -237,15 +213,7 @@ async fn serve(
                     "the local MCP server failed mid-response: {}",
                     error_chain(e.as_ref())
                 );
-                let _ = write_frame(
-                    send,
-                    &Frame::StreamError(StreamError {
-                        code: ErrorCode::UPSTREAM_ERROR,
-                        message,
-                    }),
-                )
-                .await;
-                let _ = send.finish();
+                fail_stream(send, ErrorCode::UPSTREAM_ERROR, message).await;
                 out.note = "upstream failed mid-response";
                 return out;
             }
@@ -323,6 +291,12 @@ fn build_request(
         }
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// Tells the relay this stream failed, then finishes it.
+async fn fail_stream(send: &mut quinn::SendStream, code: ErrorCode, message: String) {
+    let _ = write_frame(send, &Frame::StreamError(StreamError { code, message })).await;
+    let _ = send.finish();
 }
 
 /// Splits large chunks so no frame is over the relay's limit.

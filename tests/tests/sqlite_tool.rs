@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mcp_testkit::{Agent, AgentOptions, Relay, RelayOptions, bin_path, conformance_suite, python, workspace_root};
-use serde_json::{Value, json};
+use mcp_testkit::{
+    Agent, AgentOptions, Relay, RelayOptions, bin_path, conformance_suite, run_python_driver,
+};
+use serde_json::json;
 
 /// The generic server scenarios of the conformance suite (those that need no
 /// suite-specific fixture tools). `logging-set-level` is left out: the tool
@@ -25,7 +27,11 @@ const SCENARIOS: &[&str] = &[
 
 fn demo_db(dir: &Path) -> PathBuf {
     let db = dir.join("shop.db");
-    let st = Command::new(bin_path("mcp-agent")).arg("demo-db").arg(&db).status().unwrap();
+    let st = Command::new(bin_path("mcp-agent"))
+        .arg("demo-db")
+        .arg(&db)
+        .status()
+        .unwrap();
     assert!(st.success());
     db
 }
@@ -47,18 +53,27 @@ fn sqlite_agent(relay: &Relay, db: &Path) -> Agent {
 fn conformance(url: &str, scenario: &str, ca: Option<&Path>) -> (u32, u32, String) {
     let (node, suite) = conformance_suite();
     let mut cmd = Command::new(node);
-    cmd.arg(suite).args(["server", "--url", url, "--scenario", scenario]);
+    cmd.arg(suite)
+        .args(["server", "--url", url, "--scenario", scenario]);
     if let Some(ca) = ca {
         cmd.env("NODE_EXTRA_CA_CERTS", ca);
     }
     let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = text
         .lines()
         .find(|l| l.starts_with("Passed: "))
         .unwrap_or_else(|| panic!("{scenario}: no result line:\n{text}"));
     // "Passed: 2/2, 0 failed, 0 warnings"
-    let frac = line.trim_start_matches("Passed: ").split(',').next().unwrap();
+    let frac = line
+        .trim_start_matches("Passed: ")
+        .split(',')
+        .next()
+        .unwrap();
     let (p, t) = frac.split_once('/').unwrap();
     (p.parse().unwrap(), t.parse().unwrap(), text)
 }
@@ -66,7 +81,10 @@ fn conformance(url: &str, scenario: &str, ca: Option<&Path>) -> (u32, u32, Strin
 fn assert_all_pass(url: &str, scenarios: &[&str], ca: Option<&Path>) {
     for s in scenarios {
         let (passed, total, text) = conformance(url, s, ca);
-        assert!(total > 0 && passed == total, "{s} against {url}: {passed}/{total}\n{text}");
+        assert!(
+            total > 0 && passed == total,
+            "{s} against {url}: {passed}/{total}\n{text}"
+        );
     }
 }
 
@@ -80,37 +98,51 @@ async fn python_sdk_uses_every_read_tool_through_the_tunnel() {
     assert!(agent.public_url.ends_with("/t/shop/mcp"));
 
     for mode in ["auto", "legacy"] {
-        let out = Command::new(python())
-            .arg(workspace_root().join("tests/py/sqlite_client.py"))
-            .arg(&agent.public_url)
-            .arg(relay.ca_file())
-            .arg(mode)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            agent.output()
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let read_tools = json!(["describe_table", "explain_query", "list_tables", "read_query"]);
+        let v = run_python_driver(
+            "sqlite_client.py",
+            &[
+                agent.public_url.as_ref(),
+                relay.ca_file().as_os_str(),
+                mode.as_ref(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
+        let read_tools = json!([
+            "describe_table",
+            "explain_query",
+            "list_tables",
+            "read_query"
+        ]);
         assert_eq!(v["tools"], read_tools, "read-only: no write tools listed");
         assert_eq!(v["read_only_hints"], read_tools);
         assert_eq!(
             v["tables"],
-            json!(["categories", "customers", "order_items", "order_totals", "orders", "products"])
+            json!([
+                "categories",
+                "customers",
+                "order_items",
+                "order_totals",
+                "orders",
+                "products"
+            ])
         );
         assert_eq!(v["customer_count"], 500);
         assert_eq!(v["read_rows"].as_array().unwrap().len(), 3);
         assert!(v["explain_text"].as_str().unwrap().contains("QUERY PLAN"));
         assert_eq!(v["delete_refused"], true);
-        assert!(v["delete_message"].as_str().unwrap().contains("read-only"), "{v}");
+        assert!(
+            v["delete_message"].as_str().unwrap().contains("read-only"),
+            "{v}"
+        );
         assert_eq!(v["schema_has_orders"], true);
         assert_eq!(v["prompts"], json!(["sqlite-analyst"]));
         assert_eq!(v["prompt_mentions_question"], true);
     }
-    assert_eq!(std::fs::read(&db).unwrap(), before, "the database file is unchanged");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database file is unchanged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +151,11 @@ async fn conformance_suite_passes_standalone_and_through_the_tunnel() {
     let db = demo_db(dir.path());
 
     // Standalone: `mcp-agent serve --db FILE --http ADDR`.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut serve = Command::new(bin_path("mcp-agent"))
         .args(["serve", "--db"])
         .arg(&db)
@@ -145,6 +181,9 @@ async fn conformance_suite_passes_standalone_and_through_the_tunnel() {
     let _agent = sqlite_agent(&relay, &db);
     let tunnel = format!("{}/t/shop/mcp", relay.https_url());
     assert_all_pass(&tunnel, SCENARIOS, Some(&relay.ca_file()));
-    let plain = format!("http://localhost:{}/t/shop/mcp", relay.endpoints.http.unwrap().port());
+    let plain = format!(
+        "http://localhost:{}/t/shop/mcp",
+        relay.endpoints.http.unwrap().port()
+    );
     assert_all_pass(&plain, &["dns-rebinding-protection"], None);
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mcp_testkit::{Agent, AgentOptions, Relay, RelayOptions, Upstream, python, workspace_root};
+use mcp_testkit::{
+    Agent, AgentOptions, Relay, RelayOptions, Upstream, python, run_python_driver, workspace_root,
+};
 use serde_json::{Value, json};
 
 fn agent_opts(name: &str, upstream: &str) -> AgentOptions {
@@ -90,20 +92,15 @@ async fn python_sdk_client_lists_and_calls_tools_in_auto_and_legacy_mode() {
     );
 
     for mode in ["auto", "legacy"] {
-        let out = Command::new(python())
-            .arg(workspace_root().join("tests/py/mcp_client.py"))
-            .arg(&agent.public_url)
-            .arg(relay.ca_file())
-            .arg(mode)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode}: client failed:\n{}\nagent:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            agent.output()
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = run_python_driver(
+            "mcp_client.py",
+            &[
+                agent.public_url.as_ref(),
+                relay.ca_file().as_os_str(),
+                mode.as_ref(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
         assert_eq!(v["tools"], json!(["add", "echo", "progress"]), "{mode}");
         assert_eq!(v["add"], json!(["42"]), "{mode}");
         assert_eq!(v["echo"], json!(["héllo through the tunnel"]), "{mode}");

@@ -10,6 +10,6 @@ pub mod upstream;
 
 pub use process::{
     Agent, AgentOptions, Relay, RelayOptions, bin_path, cache_dir, conformance_suite, python,
-    workspace_root,
+    run_python_driver, workspace_root,
 };
 pub use upstream::Upstream;

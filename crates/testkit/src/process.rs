@@ -65,7 +65,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("MCP_TEST_CACHE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/mcp-tunnel")
 }
 
@@ -80,6 +82,33 @@ pub fn conformance_suite() -> (PathBuf, PathBuf) {
         dir.display()
     );
     (node, suite)
+}
+
+/// Runs one of the Python SDK drivers in `tests/py/` with `args` and parses
+/// the JSON object it prints. `Err` carries its stderr.
+pub fn run_python_driver(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<serde_json::Value, String> {
+    let out = Command::new(python())
+        .arg(workspace_root().join("tests/py").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "{script} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A child process killed on drop, with its output captured.
