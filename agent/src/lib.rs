@@ -10,6 +10,7 @@
 //! backoff, and counts every stream it receives and rejects (see [`stats`]).
 
 pub mod backoff;
+pub mod config;
 pub mod connect;
 pub mod forward;
 pub mod stats;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use mcp_agent::config::AgentFile;
 use mcp_agent::upstream::Upstream;
 use mcp_agent::upstream::http::HttpUpstream;
 use mcp_agent::upstream::sqlite::SqliteUpstream;
@@ -37,9 +38,10 @@ const EXAMPLES: &str = "Examples:
 Exit codes: 0 ok, 1 error, 2 usage, 3 unauthorized, 4 tunnel name taken,
 5 protocol version mismatch, 6 replaced by another agent with the same credential.";
 
-/// What the tunnel serves: exactly one of --db, --stdio, --upstream.
-#[derive(Debug, clap::Args)]
-#[group(id = "source", required = true, multiple = false)]
+/// What the tunnel serves: exactly one of --db, --stdio, --upstream (here or
+/// in the config file).
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "source", multiple = false)]
 struct UpstreamArgs {
     /// Serve the built-in SQLite MCP tool on this database file (read-only unless --allow-writes).
     #[arg(long, env = "MCP_AGENT_DB")]
@@ -58,6 +60,9 @@ struct SqliteArgs {
     /// Allow write_query and create_table (the database is opened read-write, WAL).
     #[arg(long, env = "MCP_AGENT_ALLOW_WRITES")]
     allow_writes: bool,
+    /// Config file (TOML) [default: ~/.config/mcp-agent/agent.toml if it exists].
+    #[arg(long, env = "MCP_AGENT_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Most rows one query returns [default: 500].
     #[arg(long, env = "MCP_AGENT_MAX_ROWS")]
     max_rows: Option<usize>,
@@ -70,6 +75,15 @@ struct SqliteArgs {
 }
 
 impl SqliteArgs {
+    /// Fills what the flags left unset from the config file.
+    fn merge(mut self, file: &AgentFile) -> Self {
+        self.allow_writes |= file.allow_writes.unwrap_or(false);
+        self.max_rows = self.max_rows.or(file.max_rows);
+        self.max_bytes = self.max_bytes.or(file.max_bytes);
+        self.query_timeout = self.query_timeout.or(file.query_timeout);
+        self
+    }
+
     fn open(&self, db: &std::path::Path) -> anyhow::Result<mcp_sqlite::SqliteServer> {
         let mut config = mcp_sqlite::SqliteConfig::new(db).with_allow_writes(self.allow_writes);
         if let Some(n) = self.max_rows {
@@ -86,6 +100,18 @@ impl SqliteArgs {
 }
 
 impl UpstreamArgs {
+    /// The flags' source if any was given, else the config file's.
+    fn merge(self, file: &AgentFile) -> Self {
+        if self.db.is_some() || self.stdio.is_some() || self.upstream.is_some() {
+            return self;
+        }
+        Self {
+            db: file.db.clone(),
+            stdio: file.stdio.clone(),
+            upstream: file.upstream.clone(),
+        }
+    }
+
     fn build(&self, sqlite: &SqliteArgs) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
         Ok(match (&self.db, &self.stdio, &self.upstream) {
             (Some(db), _, _) => std::sync::Arc::new(SqliteUpstream::new(sqlite.open(db)?)),
@@ -94,7 +120,9 @@ impl UpstreamArgs {
                 std::sync::Arc::new(StdioBridge::new(argv)?)
             }
             (_, _, Some(url)) => std::sync::Arc::new(HttpUpstream::new(url)?),
-            _ => anyhow::bail!("pass one of --db FILE, --stdio CMD or --upstream URL"),
+            _ => anyhow::bail!(
+                "nothing to serve: pass one of --db FILE, --stdio CMD or --upstream URL (or set db/stdio/upstream in the config file)"
+            ),
         })
     }
 
@@ -168,7 +196,7 @@ enum Command {
 struct ConnectArgs {
     /// The relay's URL.
     #[arg(long, env = "MCP_AGENT_RELAY")]
-    relay: Url,
+    relay: Option<Url>,
     /// Tunnel name (lowercase letters, digits, '-') [default: the --db file's stem].
     #[arg(long, env = "MCP_AGENT_NAME")]
     name: Option<TunnelName>,
@@ -179,9 +207,9 @@ struct ConnectArgs {
     /// Extra CA certificate (PEM) to trust for the relay, e.g. a dev relay's dev-ca.pem.
     #[arg(long, env = "MCP_AGENT_CA")]
     ca: Option<PathBuf>,
-    /// Agent token from `mcp-relay agent-tokens create`.
+    /// Agent token from `mcp-relay agent-tokens create` (or token_file in the config file).
     #[arg(long, env = "MCP_AGENT_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// Don't print a line per request.
     #[arg(long, short)]
     quiet: bool,
@@ -248,28 +276,12 @@ fn main() -> ExitCode {
 }
 
 async fn connect(args: ConnectArgs) -> ExitCode {
-    let built = args.source.build(&args.sqlite).and_then(|up| {
-        let name = match args.name.clone() {
-            Some(n) => n,
-            None => args.source.default_name()?,
-        };
-        Ok((up, name))
-    });
-    let (upstream, name) = match built {
-        Ok(v) => v,
+    let config = match connect_config(args) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
         }
-    };
-    let config = ConnectConfig {
-        relay: args.relay,
-        name,
-        upstream,
-        ca: args.ca,
-        token: Secret::new(args.token),
-        quiet: args.quiet,
-        runtime_dir: None,
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -303,8 +315,45 @@ async fn connect(args: ConnectArgs) -> ExitCode {
     }
 }
 
+/// Resolves flags over the config file into what `connect` runs with.
+fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
+    let file = AgentFile::load(args.sqlite.config.as_deref())?;
+    let sqlite = args.sqlite.clone().merge(&file);
+    let source = args.source.merge(&file);
+    let upstream = source.build(&sqlite)?;
+    let name = match args.name.or_else(|| file.name.clone()) {
+        Some(n) => n,
+        None => source.default_name()?,
+    };
+    let relay = args.relay.or_else(|| file.relay.clone()).context(
+        "no relay: pass --relay https://relay.example.com (or set relay in the config file)",
+    )?;
+    let token = match args.token {
+        Some(t) => t,
+        None => file.read_token()?.context(
+            "no agent token: pass --token or set MCP_AGENT_TOKEN (create one with `mcp-relay agent-tokens create`)",
+        )?,
+    };
+    Ok(ConnectConfig {
+        relay,
+        name,
+        upstream,
+        ca: args.ca.or_else(|| file.ca.clone()),
+        token: Secret::new(token),
+        quiet: args.quiet || file.quiet.unwrap_or(false),
+        runtime_dir: None,
+    })
+}
+
 async fn serve(args: ServeArgs) -> ExitCode {
-    let server = match args.sqlite.open(&args.db) {
+    let sqlite = match AgentFile::load(args.sqlite.config.as_deref()) {
+        Ok(f) => args.sqlite.clone().merge(&f),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let server = match sqlite.open(&args.db) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -312,7 +361,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = match args.http {
-        None => mcp_sqlite::serve_stdio(server).await.map_err(anyhow::Error::from),
+        None => mcp_sqlite::serve_stdio(server)
+            .await
+            .map_err(anyhow::Error::from),
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();

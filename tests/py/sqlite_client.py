@@ -1,6 +1,8 @@
 """Drives the built-in SQLite tool through the tunnel with the official Python SDK (mcp 2.x).
 
-Usage: python sqlite_client.py URL CA_FILE MODE
+Usage: python sqlite_client.py URL CA_FILE MODE [--writes]
+With --writes (an agent started with --allow-writes) it creates a table, writes rows and reads
+them back instead.
 Calls every read tool on the demo shop database, reads resources and the prompt, and checks
 that each tool's structuredContent says the same as its text. Prints one JSON object.
 """
@@ -92,9 +94,41 @@ async def run(url: str, ca: str, mode: str) -> dict:
     return out
 
 
+async def run_writes(url: str, ca: str, mode: str) -> dict:
+    out: dict = {"mode": mode}
+    async with httpx2.AsyncClient(verify=ca, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+            tools = (await client.list_tools()).tools
+            out["tools"] = sorted(t.name for t in tools)
+            out["destructive"] = sorted(
+                t.name for t in tools if t.annotations is not None and t.annotations.destructive_hint
+            )
+            table = f"notes_{mode}"
+            res = await client.call_tool(
+                "create_table", {"query": f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, body TEXT)"}
+            )
+            assert not res.is_error, text_of(res)
+            res = await client.call_tool(
+                "write_query",
+                {"query": f"INSERT INTO {table} (body) VALUES (?), (?)", "params": ["hello", "wörld"]},
+            )
+            assert not res.is_error, text_of(res)
+            out["rows_affected"] = res.structured_content.get("rows_affected")
+            res = await client.call_tool("read_query", {"query": f"SELECT body FROM {table} ORDER BY id"})
+            assert not res.is_error, text_of(res)
+            check_rows_in_text(res.structured_content, text_of(res))
+            out["bodies"] = [r[0] for r in res.structured_content["rows"]]
+            res = await client.call_tool("read_query", {"query": f"DELETE FROM {table}"})
+            out["read_query_refuses_write"] = bool(res.is_error)
+            res = await client.call_tool("create_table", {"query": f"DROP TABLE {table}"})
+            out["create_table_refuses_drop"] = bool(res.is_error)
+    return out
+
+
 def main() -> None:
     url, ca, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-    print(json.dumps(anyio.run(run, url, ca, mode)))
+    fn = run_writes if "--writes" in sys.argv[4:] else run
+    print(json.dumps(anyio.run(fn, url, ca, mode)))
 
 
 if __name__ == "__main__":

@@ -36,14 +36,20 @@ fn demo_db(dir: &Path) -> PathBuf {
     db
 }
 
-fn sqlite_agent(relay: &Relay, db: &Path) -> Agent {
+fn sqlite_agent(relay: &Relay, db: &Path, extra: &[&str]) -> Agent {
+    let mut args = vec![
+        "--quiet".to_owned(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     Agent::start(
         relay,
         AgentOptions {
             name: "shop".into(),
             upstream: String::new(),
             token: None,
-            args: vec!["--quiet".into(), "--db".into(), db.display().to_string()],
+            args,
         },
     )
     .unwrap()
@@ -94,7 +100,7 @@ async fn python_sdk_uses_every_read_tool_through_the_tunnel() {
     let db = demo_db(dir.path());
     let before = std::fs::read(&db).unwrap();
     let relay = Relay::start(RelayOptions::default()).unwrap();
-    let agent = sqlite_agent(&relay, &db);
+    let agent = sqlite_agent(&relay, &db, &[]);
     assert!(agent.public_url.ends_with("/t/shop/mcp"));
 
     for mode in ["auto", "legacy"] {
@@ -178,7 +184,7 @@ async fn conformance_suite_passes_standalone_and_through_the_tunnel() {
     // Through the tunnel: HTTPS front, and the plain front for the DNS-rebinding
     // scenario (it sends a foreign Host, which TLS name checks would reject first).
     let relay = Relay::start(RelayOptions::default()).unwrap();
-    let _agent = sqlite_agent(&relay, &db);
+    let _agent = sqlite_agent(&relay, &db, &[]);
     let tunnel = format!("{}/t/shop/mcp", relay.https_url());
     assert_all_pass(&tunnel, SCENARIOS, Some(&relay.ca_file()));
     let plain = format!(
@@ -186,4 +192,40 @@ async fn conformance_suite_passes_standalone_and_through_the_tunnel() {
         relay.endpoints.http.unwrap().port()
     );
     assert_all_pass(&plain, &["dns-rebinding-protection"], None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_writes_when_the_owner_allows_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = demo_db(dir.path());
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    let agent = sqlite_agent(&relay, &db, &["--allow-writes"]);
+    for mode in ["auto", "legacy"] {
+        let v = run_python_driver(
+            "sqlite_client.py",
+            &[
+                agent.public_url.as_ref(),
+                relay.ca_file().as_os_str(),
+                mode.as_ref(),
+                "--writes".as_ref(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
+        assert_eq!(
+            v["tools"],
+            json!([
+                "create_table",
+                "describe_table",
+                "explain_query",
+                "list_tables",
+                "read_query",
+                "write_query"
+            ])
+        );
+        assert_eq!(v["destructive"], json!(["create_table", "write_query"]));
+        assert_eq!(v["rows_affected"], 2);
+        assert_eq!(v["bodies"], json!(["hello", "wörld"]));
+        assert_eq!(v["read_query_refuses_write"], true);
+        assert_eq!(v["create_table_refuses_drop"], true);
+    }
 }
