@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
 use http::Uri;
+use http::header::{HOST, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -79,7 +79,12 @@ impl Upstream for HttpUpstream {
         &self,
         mut req: UpstreamRequest,
     ) -> BoxFuture<Result<http::Response<UpstreamBody>, UpstreamError>> {
-        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned();
         let this = self.clone();
         Box::pin(async move {
             *req.uri_mut() = this
@@ -109,7 +114,10 @@ mod tests {
     #[test]
     fn maps_paths_to_upstream() {
         let up = HttpUpstream::new(&"http://127.0.0.1:9000/mcp".parse().unwrap()).unwrap();
-        assert_eq!(up.target("/mcp").unwrap().to_string(), "http://127.0.0.1:9000/mcp");
+        assert_eq!(
+            up.target("/mcp").unwrap().to_string(),
+            "http://127.0.0.1:9000/mcp"
+        );
         assert_eq!(
             up.target("/mcp?a=1").unwrap().to_string(),
             "http://127.0.0.1:9000/mcp?a=1"

@@ -20,7 +20,9 @@ pub struct SqliteUpstream {
 
 impl std::fmt::Debug for SqliteUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteUpstream").field("db", &self.describe).finish()
+        f.debug_struct("SqliteUpstream")
+            .field("db", &self.describe)
+            .finish()
     }
 }
 
@@ -30,7 +32,11 @@ impl SqliteUpstream {
         let describe = format!(
             "built-in SQLite tool on {}{}",
             server.config().path.display(),
-            if server.config().allow_writes { " (writes allowed)" } else { " (read-only)" }
+            if server.config().allow_writes {
+                " (writes allowed)"
+            } else {
+                " (read-only)"
+            }
         );
         // In-process there is no network hop to protect from DNS rebinding: the
         // relay is the boundary, so rmcp's Host check is off here.
@@ -49,7 +55,8 @@ impl Upstream for SqliteUpstream {
     ) -> BoxFuture<Result<http::Response<UpstreamBody>, UpstreamError>> {
         let service = self.service.clone();
         Box::pin(async move {
-            req.headers_mut().insert(HOST, HeaderValue::from_static("localhost"));
+            req.headers_mut()
+                .insert(HOST, HeaderValue::from_static("localhost"));
             let resp = service
                 .oneshot(req)
                 .await
