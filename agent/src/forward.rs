@@ -23,6 +23,9 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, error_chain};
 /// Longest time the relay may take to send a whole request.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a finished stream waits for the relay to acknowledge its data.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Response headers never passed back (hop-by-hop, RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -59,6 +62,10 @@ pub async fn handle_stream(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let outcome = serve(&mut send, recv, upstream.as_ref(), &stats, &limits).await;
+    // Keep the task (and so the connection, during a drain) alive until the
+    // relay has acknowledged the response: closing the connection drops
+    // unacknowledged stream data.
+    let _ = tokio::time::timeout(ACK_WAIT, send.stopped()).await;
     stats
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
