@@ -22,7 +22,9 @@ pub enum HostError {
     #[error("the Host {0:?} is not this relay's; use the relay's public URL")]
     Host(String),
     /// `Origin` is not allowed.
-    #[error("requests from the web origin {0:?} are not allowed (the relay admin can add it to allowed_origins)")]
+    #[error(
+        "requests from the web origin {0:?} are not allowed (the relay admin can add it to allowed_origins)"
+    )]
     Origin(String),
 }
 
@@ -30,12 +32,20 @@ impl HostPolicy {
     /// Accepts the public URL's host and `extra_hosts`; with `loopback` (dev
     /// mode) also `localhost`, `127.0.0.1` and `::1`. `origins` are full
     /// origins (`https://app.example.com`) allowed besides the relay's own.
-    pub fn new(public_host: &str, extra_hosts: &[String], origins: &[String], loopback: bool) -> Self {
+    pub fn new(
+        public_host: &str,
+        extra_hosts: &[String],
+        origins: &[String],
+        loopback: bool,
+    ) -> Self {
         let mut hosts: Vec<String> = extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         hosts.push(public_host.to_ascii_lowercase());
         Self {
             hosts,
-            origins: origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            origins: origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             loopback,
         }
     }
@@ -67,7 +77,8 @@ impl HostPolicy {
             return false;
         }
         self.hosts.contains(&host)
-            || (self.loopback && matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]"))
+            || (self.loopback
+                && matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]"))
     }
 }
 
@@ -99,7 +110,12 @@ mod tests {
 
     #[test]
     fn production_accepts_only_its_name() {
-        let p = HostPolicy::new("relay.example.com", &[], &["https://app.example.org".into()], false);
+        let p = HostPolicy::new(
+            "relay.example.com",
+            &[],
+            &["https://app.example.org".into()],
+            false,
+        );
         for (host, origin) in [
             ("relay.example.com", None),
             ("RELAY.example.com:443", None),

@@ -140,6 +140,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &state.path("endpoints.json"),
         &serde_json::to_vec_pretty(&endpoints)?,
     )?;
+    if config.dev {
+        eprintln!(
+            "mcp-relay (dev) at {pu}\n  create an agent token:  mcp-relay agent-tokens create --state {st}\n  then on this machine:   mcp-agent connect --relay {pu} --ca {ca} --token <TOKEN> --db shop.db",
+            pu = endpoints.public_url,
+            st = state.root().display(),
+            ca = state.dev_ca_cert().display(),
+        );
+    }
     tracing::info!(https = %https_addr, quic = %quic_addr, http = ?http_addr, public_url = %endpoints.public_url, state = %state.root().display(), "relay listening");
 
     let cancel = CancellationToken::new();

@@ -161,22 +161,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_request_body: args.max_request_body,
         },
     )?;
-    let dev = config.dev;
-    let state = config.state_dir.clone();
-    let public = match &config.public_url {
-        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-        None => format!("https://localhost:{}", config.https.port()),
-    };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async move {
-        if dev {
-            eprintln!(
-                "mcp-relay (dev) at {public}\n  create an agent token:  mcp-relay agent-tokens create --state {st}\n  then on this machine:   mcp-agent connect --relay {public} --ca {st}/dev-ca.pem --token <TOKEN> --name demo --upstream http://127.0.0.1:PORT/mcp",
-                st = state.display()
-            );
-        }
-        mcp_relay::run(config, shutdown_signal()).await
-    })?;
+    rt.block_on(async move { mcp_relay::run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
