@@ -17,9 +17,11 @@ pub mod config;
 pub mod front;
 pub mod host_check;
 pub mod limits;
+pub mod oauth;
 pub mod proxy;
 pub mod registry;
 pub mod state_dir;
+pub mod store;
 pub mod tls;
 
 use std::future::Future;
