@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use mcp_tunnel_proto::{
-    ErrorCode, Frame, Limits, ResponseHead, StreamError, StreamKind, StreamState,
+    ErrorCode, Frame, Limits, ResponseHead, StreamError, StreamKind, StreamState, encode_frame,
 };
 use mcp_tunnel_transport::{FrameReader, LinkError, write_data, write_frame};
 
@@ -22,6 +23,10 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, error_chain};
 
 /// Longest time the relay may take to send a whole request.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Chunks at least this large are written without copying; smaller ones are
+/// coalesced up to this size.
+const COALESCE_LIMIT: usize = 16 * 1024;
 
 /// How long a finished stream waits for the relay to acknowledge its data.
 const ACK_WAIT: Duration = Duration::from_secs(5);
@@ -184,38 +189,72 @@ async fn serve(
         status: parts.status.as_u16(),
         headers,
     });
-    if write_frame(send, &head_frame).await.is_err() {
-        Stats::bump(&stats.requests_cancelled);
-        out.note = "cancelled by client";
+    // Frames the upstream has ready are coalesced into one write (a small
+    // JSON response leaves as head + data + end in one packet); the buffer is
+    // flushed before waiting on the upstream, so SSE events are never held.
+    let mut pending = BytesMut::new();
+    if let Err(e) = encode_frame(&head_frame, &mut pending) {
+        Stats::bump(&stats.upstream_errors);
+        fail_stream(
+            send,
+            ErrorCode::UPSTREAM_ERROR,
+            format!("response head: {e}"),
+        )
+        .await;
+        out.note = "upstream response head too large";
         return out;
     }
+    let max_frame = limits.max_frame_payload as usize;
     loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
-            _ = &mut stopped => {
-                Stats::bump(&stats.requests_cancelled);
-                out.note = "cancelled by client";
-                return out;
-            }
-        };
-        match frame {
-            Some(Ok(f)) => {
-                if let Ok(data) = f.into_data() {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if let Err(e) = write_body(send, data, limits.max_frame_payload as usize).await
-                    {
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                if flush(send, &mut pending).await.is_err() {
+                    Stats::bump(&stats.requests_cancelled);
+                    out.note = "cancelled by client";
+                    return out;
+                }
+                tokio::select! {
+                    f = body.frame() => f,
+                    _ = &mut stopped => {
                         Stats::bump(&stats.requests_cancelled);
-                        tracing::debug!("relay stopped the stream: {e}");
                         out.note = "cancelled by client";
                         return out;
                     }
                 }
             }
+        };
+        match frame {
+            Some(Ok(f)) => {
+                let Ok(data) = f.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
+                let sent = if data.len() >= COALESCE_LIMIT {
+                    // Large chunks go out without a copy.
+                    match flush(send, &mut pending).await {
+                        Ok(()) => write_body(send, data, max_frame).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    append_data(&mut pending, &data, max_frame);
+                    if pending.len() >= COALESCE_LIMIT {
+                        flush(send, &mut pending).await
+                    } else {
+                        Ok(())
+                    }
+                };
+                if let Err(e) = sent {
+                    Stats::bump(&stats.requests_cancelled);
+                    tracing::debug!("relay stopped the stream: {e}");
+                    out.note = "cancelled by client";
+                    return out;
+                }
+            }
             None => break,
             Some(Err(e)) => {
                 Stats::bump(&stats.upstream_errors);
+                let _ = flush(send, &mut pending).await;
                 let message = format!(
                     "the local MCP server failed mid-response: {}",
                     error_chain(e.as_ref())
@@ -226,7 +265,8 @@ async fn serve(
             }
         }
     }
-    let _ = write_frame(send, &Frame::End).await;
+    let _ = encode_frame(&Frame::End, &mut pending);
+    let _ = flush(send, &mut pending).await;
     let _ = send.finish();
     Stats::bump(&stats.requests_completed);
     out
@@ -298,6 +338,26 @@ fn build_request(
         }
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// Writes the coalesced frames, if any.
+async fn flush(send: &mut quinn::SendStream, pending: &mut BytesMut) -> Result<(), LinkError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let chunk = pending.split().freeze();
+    send.write_chunk(chunk).await.map_err(LinkError::from)
+}
+
+/// Appends `data` as `Data` frames of at most `max` bytes.
+fn append_data(pending: &mut BytesMut, data: &[u8], max: usize) {
+    for part in data.chunks(max.max(1)) {
+        // Cannot fail: part.len() <= max <= MAX_FRAME_PAYLOAD.
+        if let Ok(h) = mcp_tunnel_proto::frame::data_header(part.len()) {
+            pending.extend_from_slice(&h);
+            pending.extend_from_slice(part);
+        }
+    }
 }
 
 /// Tells the relay this stream failed, then finishes it.
