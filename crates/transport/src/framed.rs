@@ -7,7 +7,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::io::AsyncReadExt;
 
 /// How much the reader asks the stream for at a time.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 
 /// A stream or connection failed underneath a frame reader or writer.
 #[derive(Debug, thiserror::Error)]
