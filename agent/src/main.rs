@@ -15,7 +15,6 @@ use mcp_tunnel_proto::{Secret, TunnelName};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-
 /// mimalloc instead of glibc malloc: per-request buffers made glibc's
 /// malloc/free ~14% of the relay's CPU at 20k req/s (perf, bench/).
 #[global_allocator]

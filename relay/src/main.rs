@@ -11,7 +11,6 @@ use mcp_relay::state_dir::StateDir;
 use mcp_relay::{Config, FileConfig, LogFormat, Overrides};
 use url::Url;
 
-
 /// mimalloc instead of glibc malloc: per-request buffers made glibc's
 /// malloc/free ~14% of the relay's CPU at 20k req/s (perf, bench/).
 #[global_allocator]

@@ -49,6 +49,7 @@ mod tools;
 pub use config::SqliteConfig;
 pub use demo::{DEMO_CATEGORIES, DEMO_CUSTOMERS, DEMO_ORDERS, DEMO_PRODUCTS, create_demo_database};
 pub use error::{OpenError, QueryError, ServeError};
+pub use prompts::ANALYST_PROMPT;
 pub use render::BLOB_KEY;
 pub use resources::{SCHEMA_URI, TABLE_URI_PREFIX, table_uri};
 pub use results::{
@@ -59,7 +60,6 @@ pub use serve::{
     MCP_PATH, SqliteHttpService, serve_http, serve_stdio, streamable_http_service,
     streamable_http_service_with,
 };
-pub use prompts::ANALYST_PROMPT;
 pub use server::SqliteServer;
 pub use tools::{
     CREATE_TABLE, DESCRIBE_TABLE, EXPLAIN_QUERY, LIST_TABLES, READ_QUERY, WRITE_QUERY,

@@ -48,7 +48,10 @@ mod tests {
     fn prompt_mentions_question_and_tools() {
         let p = analyst_prompt("shop.db", Some("top customers?"));
         let text = serde_json::to_string(&p).unwrap();
-        assert!(text.contains("top customers?") && text.contains("read_query"), "{text}");
+        assert!(
+            text.contains("top customers?") && text.contains("read_query"),
+            "{text}"
+        );
         let p = analyst_prompt("shop.db", Some("  "));
         assert!(serde_json::to_string(&p).unwrap().contains("summarise"));
         assert_eq!(prompt_list()[0].name, ANALYST_PROMPT);

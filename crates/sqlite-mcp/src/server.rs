@@ -4,11 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rmcp::model::{
-    GetPromptRequestParams, GetPromptResponse, ListPromptsResult,
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
-    ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::config::SqliteConfig;
 use crate::error::{OpenError, QueryError};
 use crate::pool::{Conn, Pool};
-use crate::query::{self, Caps};
 use crate::prompts;
+use crate::query::{self, Caps};
 use crate::render;
 use crate::resources::{self, ResourceUri};
 use crate::schema;
@@ -299,7 +299,11 @@ impl ServerHandler for SqliteServer {
     ) -> Result<GetPromptResponse, McpError> {
         if request.name != prompts::ANALYST_PROMPT {
             return Err(McpError::invalid_params(
-                format!("no prompt {:?}; this server has {}", request.name, prompts::ANALYST_PROMPT),
+                format!(
+                    "no prompt {:?}; this server has {}",
+                    request.name,
+                    prompts::ANALYST_PROMPT
+                ),
                 None,
             ));
         }
