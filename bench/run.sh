@@ -104,7 +104,7 @@ log "starting mcp-relay (dev)"
 STATE="$WORK/relay-state"
 mkdir -p "$STATE" "$WORK/xdg-config"
 XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" serve --dev --state "$STATE" \
-    --https 127.0.0.1:0 --quic 127.0.0.1:0 --http 127.0.0.1:0 >"$WORK/relay.log" 2>&1 &
+    --https 127.0.0.1:0 --quic 127.0.0.1:0 --http 127.0.0.1:0 --no-auth >"$WORK/relay.log" 2>&1 &
 PIDS+=($!)
 wait_for "mcp-relay" "$!" test -s "$STATE/endpoints.json"
 RELAY_HTTP="$(json_str http "$STATE/endpoints.json")"

@@ -34,11 +34,14 @@ MCP_AGENT_TOKEN="$(cat "$demo/token")" "$bin/mcp-agent" connect \
 pids+=($!)
 sleep 1.5
 url="https://localhost:$port/t/shop/mcp"
+bearer="$("$bin/mcp-relay" tokens issue --user demo@example.com --tunnel shop --ttl 8h --state "$demo/relay" 2>/dev/null)"
 cat <<MSG
 
   MCP URL:  $url     (trusts $demo/relay/dev-ca.pem)
+  Access token for it (8 h; more with: mcp-relay tokens issue --user YOU --tunnel shop --state $demo/relay):
+    $bearer
 
-  Call it:  $root/deploy/mcp-call.sh $url read_query '{"query":"SELECT name, price FROM products ORDER BY price DESC LIMIT 3"}' --ca $demo/relay/dev-ca.pem
+  Call it:  $root/deploy/mcp-call.sh $url read_query '{"query":"SELECT name, price FROM products ORDER BY price DESC LIMIT 3"}' --ca $demo/relay/dev-ca.pem --token $bearer
 
   Each request shows up below. Ctrl-C stops the relay and the agent.
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mcp_tunnel_proto::TunnelName;
 
 use crate::agent_tokens::AgentTokens;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::host_check::HostPolicy;
 use crate::registry::Registry;
@@ -18,6 +19,8 @@ pub struct App {
     pub registry: Registry,
     /// Agent credentials.
     pub tokens: AgentTokens,
+    /// Bearer checks and identity assertions.
+    pub auth: Auth,
     /// Which Host/Origin values the MCP path accepts.
     pub host_policy: HostPolicy,
     /// The public base URL, without a trailing slash.
@@ -31,6 +34,7 @@ impl App {
     /// Builds the shared state.
     pub fn new(
         config: Config,
+        auth: Auth,
         host_policy: HostPolicy,
         public_url: String,
         registry: Registry,
@@ -39,6 +43,7 @@ impl App {
     ) -> Self {
         Self {
             public_url,
+            auth,
             host_policy,
             config,
             registry,

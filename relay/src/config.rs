@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// `text` (default) or `json` log lines.
     pub log_format: Option<LogFormat>,
+    /// Accept tunnel requests without an access token (benchmarks, local experiments only).
+    pub no_auth: Option<bool>,
     /// Extra host names the relay answers to besides the public URL's (e.g. an alias).
     pub allowed_hosts: Option<Vec<String>>,
     /// Web origins (e.g. `https://app.example.com`) whose browsers may call tunnels.
@@ -77,6 +79,8 @@ pub struct Config {
     pub dev: bool,
     /// Limits.
     pub limits: RelayLimits,
+    /// Tunnel requests need no access token.
+    pub no_auth: bool,
     /// Extra accepted `Host` names.
     pub allowed_hosts: Vec<String>,
     /// Extra accepted `Origin`s.
@@ -106,6 +110,8 @@ pub struct Overrides {
     pub max_streams_per_tunnel: Option<u32>,
     /// `--max-request-body`
     pub max_request_body: Option<u64>,
+    /// `--no-auth`
+    pub no_auth: bool,
 }
 
 impl FileConfig {
@@ -180,6 +186,7 @@ impl Config {
             tls,
             dev,
             limits,
+            no_auth: o.no_auth || file.no_auth.unwrap_or(false),
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
             allowed_origins: file.allowed_origins.unwrap_or_default(),
         })

@@ -37,6 +37,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/.well-known/mcp-relay", get(well_known))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata_root),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/t/{tunnel}/mcp",
+            get(resource_metadata),
+        )
         .route("/t/{*rest}", any(proxy))
         .route("/", get(index))
         .fallback(not_found)
@@ -53,6 +62,50 @@ async fn well_known(State(app): State<Arc<App>>) -> Response {
         "public_url": app.public_url,
     }))
     .into_response()
+}
+
+/// The relay's public signing keys (RFC 7517).
+async fn jwks(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.auth.jwks()).into_response()
+}
+
+/// RFC 9728 protected-resource metadata for one tunnel (path-inserted form).
+async fn resource_metadata(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(tunnel): axum::extract::Path<String>,
+) -> Response {
+    let Ok(tunnel) = mcp_tunnel_proto::TunnelName::parse(&tunnel) else {
+        return not_found().await;
+    };
+    axum::Json(protected_resource(
+        &app,
+        &app.auth.resource_url(&tunnel),
+        Some(&tunnel),
+    ))
+    .into_response()
+}
+
+/// RFC 9728 metadata at the root: the relay as a whole.
+async fn resource_metadata_root(State(app): State<Arc<App>>) -> Response {
+    axum::Json(protected_resource(&app, &app.public_url, None)).into_response()
+}
+
+fn protected_resource(
+    app: &App,
+    resource: &str,
+    tunnel: Option<&mcp_tunnel_proto::TunnelName>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "resource": resource,
+        "authorization_servers": [app.auth.issuer()],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": [crate::auth::MCP_SCOPE],
+        "jwks_uri": format!("{}/.well-known/jwks.json", app.public_url),
+    });
+    if let Some(t) = tunnel {
+        v["resource_name"] = serde_json::Value::String(format!("MCP tunnel {t}"));
+    }
+    v
 }
 
 async fn index() -> &'static str {

@@ -13,6 +13,7 @@
 pub mod agent_tokens;
 pub mod agents;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod front;
 pub mod host_check;
@@ -122,10 +123,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &config.allowed_origins,
         config.dev,
     );
+    let keys = auth::load_or_create_keys(&state)?;
+    let auth = auth::Auth::new(&state, &public_url, keys, !config.no_auth);
+    if config.no_auth {
+        tracing::warn!(
+            "--no-auth: tunnels accept requests WITHOUT an access token; never do this on a public relay"
+        );
+    }
     let registry = Registry::load(&state)?;
     let tokens = AgentTokens::new(&state);
     let app = Arc::new(App::new(
         config.clone(),
+        auth,
         host_policy,
         public_url.clone(),
         registry,

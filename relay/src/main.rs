@@ -39,6 +39,12 @@ enum Command {
     /// Manage agent tokens (the credential `mcp-agent connect --token` uses).
     #[command(subcommand)]
     AgentTokens(TokenCommand),
+    /// Issue access tokens for scripts, tests and clients without OAuth.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage the relay's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -81,6 +87,9 @@ struct ServeArgs {
     /// Largest request body in bytes before 413 [default: 4194304].
     #[arg(long, env = "MCP_RELAY_MAX_REQUEST_BODY")]
     max_request_body: Option<u64>,
+    /// Accept tunnel requests WITHOUT an access token (benchmarks and local experiments only).
+    #[arg(long, env = "MCP_RELAY_NO_AUTH")]
+    no_auth: bool,
     /// Log format.
     #[arg(long, env = "MCP_RELAY_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -113,6 +122,41 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Print an access token for one tunnel (default lifetime 15 minutes).
+    Issue {
+        /// The person (or service) the token speaks for.
+        #[arg(long)]
+        user: String,
+        /// The tunnel it is valid for.
+        #[arg(long)]
+        tunnel: mcp_tunnel_proto::TunnelName,
+        /// Groups to put in the token.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime, e.g. 15m or 8h (at most 24h).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The relay's public URL (the token's issuer) [default: from the state dir's endpoints.json].
+        #[arg(long, env = "MCP_RELAY_PUBLIC_URL")]
+        public_url: Option<Url>,
+        /// State directory.
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; the old one stays published until tokens it signed have expired.
+    Rotate {
+        /// State directory.
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mcp_relay::install_crypto_provider();
@@ -129,6 +173,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::AgentTokens(cmd) => tokens(cmd),
+        Command::Tokens(cmd) => access_tokens(cmd),
+        Command::Keys(KeysCommand::Rotate { state }) => {
+            let state = StateDir::open(&state_or_default(state)?)?;
+            let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
+            let old = keys.active().kid().to_owned();
+            keys.rotate(
+                mcp_relay::oauth::token::unix_now(),
+                mcp_relay::oauth::keys::DEFAULT_ROTATION_OVERLAP,
+            )?;
+            mcp_relay::auth::save_keys(&state, &keys)?;
+            eprintln!(
+                "new signing key {}; {old} stays published for {} so tokens it signed keep working",
+                keys.active().kid(),
+                humantime::format_duration(mcp_relay::oauth::keys::DEFAULT_ROTATION_OVERLAP)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -164,6 +225,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tls_key: args.tls_key,
             max_streams_per_tunnel: args.max_streams_per_tunnel,
             max_request_body: args.max_request_body,
+            no_auth: args.no_auth,
         },
     )?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -201,6 +263,57 @@ fn tokens(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             eprintln!("revoked agent token {id}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_or_default(state: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match state {
+        Some(p) => Ok(p),
+        None => StateDir::default_path(),
+    }
+}
+
+fn access_tokens(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+    let TokensCommand::Issue {
+        user,
+        tunnel,
+        groups,
+        ttl,
+        public_url,
+        state,
+    } = cmd;
+    let state = StateDir::open(&state_or_default(state)?)?;
+    let public_url = match public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => {
+            let path = state.path("endpoints.json");
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("no --public-url given and {} is missing; start the relay once or pass --public-url", path.display())
+            })?;
+            serde_json::from_slice::<mcp_relay::Endpoints>(&bytes)
+                .with_context(|| format!("{} is corrupt", path.display()))?
+                .public_url
+        }
+    };
+    let keys = mcp_relay::auth::load_or_create_keys(&state)?;
+    let issuer = mcp_relay::oauth::token::Issuer::new(public_url.clone()).with_ttl(ttl)?;
+    let email = user.contains('@').then(|| user.clone());
+    let grant = mcp_relay::oauth::token::AccessGrant {
+        sub: user,
+        email,
+        groups,
+        client_id: "mcp-relay-cli".to_owned(),
+        scope: mcp_relay::auth::MCP_SCOPE.to_owned(),
+        resource: format!("{public_url}/t/{tunnel}/mcp"),
+    };
+    let token = issuer.issue(&keys, &grant, mcp_relay::oauth::token::unix_now())?;
+    eprintln!(
+        "access token for {} on {} (valid {})",
+        grant.sub,
+        grant.resource,
+        humantime::format_duration(ttl)
+    );
+    println!("{}", token.token());
     Ok(ExitCode::SUCCESS)
 }
 

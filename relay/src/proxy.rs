@@ -67,6 +67,12 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             );
         }
     };
+    // Authenticate before saying anything about the tunnel: an anonymous
+    // caller learns nothing, not even whether the tunnel exists.
+    let caller = match app.auth.check(req.uri().query(), req.headers(), &tunnel) {
+        Ok(c) => c,
+        Err(refusal) => return app.auth.refusal_response(&tunnel, refusal),
+    };
     let agent = match app.registry.lookup(&tunnel) {
         Lookup::Online(a) => a,
         Lookup::Offline => {
@@ -89,7 +95,8 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let request_id = app.request_id();
     let method = req.method().clone();
     let rest = if rest.is_empty() { "/" } else { rest };
-    let response = forward(&app, &agent, req, rest.to_owned(), request_id).await;
+    let assertion = app.auth.assertion(&caller, &tunnel, request_id);
+    let response = forward(&app, &agent, req, rest.to_owned(), request_id, assertion).await;
     tracing::debug!(
         request_id, tunnel = %tunnel, %method, status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "proxied"
@@ -103,6 +110,7 @@ async fn forward(
     req: Request,
     rest: String,
     request_id: u64,
+    assertion: Option<String>,
 ) -> Response {
     let limits = &app.config.limits;
     let header_bytes: usize = req
@@ -172,7 +180,7 @@ async fn forward(
         path,
         headers: forwardable_headers(&parts.headers),
         deadline_ms: Some(limits.response_head_timeout.as_millis() as u64),
-        assertion: None,
+        assertion,
     };
     match exchange(app, agent, head, body, permit).await {
         Ok(r) => r,

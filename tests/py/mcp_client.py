@@ -6,6 +6,7 @@ Prints one JSON object with what it saw; exits non-zero on any failure.
 """
 
 import json
+import os
 import sys
 import time
 
@@ -15,9 +16,15 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 
+def auth_headers() -> dict:
+    """The relay's access token, if the test gave one (MCP_TEST_BEARER)."""
+    token = os.environ.get("MCP_TEST_BEARER")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def run(url: str, ca: str, mode: str) -> dict:
     out: dict = {"mode": mode}
-    async with httpx2.AsyncClient(verify=ca, timeout=30) as http:
+    async with httpx2.AsyncClient(verify=ca, timeout=30, headers=auth_headers()) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             out["protocol_version"] = client.protocol_version
             tools = await client.list_tools()

@@ -8,12 +8,19 @@ that each tool's structuredContent says the same as its text. Prints one JSON ob
 """
 
 import json
+import os
 import sys
 
 import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
+
+def auth_headers() -> dict:
+    """The relay's access token, if the test gave one (MCP_TEST_BEARER)."""
+    token = os.environ.get("MCP_TEST_BEARER")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def text_of(res) -> str:
@@ -34,7 +41,7 @@ def check_rows_in_text(structured: dict, text: str) -> None:
 
 async def run(url: str, ca: str, mode: str) -> dict:
     out: dict = {"mode": mode}
-    async with httpx2.AsyncClient(verify=ca, timeout=30) as http:
+    async with httpx2.AsyncClient(verify=ca, timeout=30, headers=auth_headers()) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             out["protocol_version"] = client.protocol_version
             tools = (await client.list_tools()).tools
@@ -96,7 +103,7 @@ async def run(url: str, ca: str, mode: str) -> dict:
 
 async def run_writes(url: str, ca: str, mode: str) -> dict:
     out: dict = {"mode": mode}
-    async with httpx2.AsyncClient(verify=ca, timeout=30) as http:
+    async with httpx2.AsyncClient(verify=ca, timeout=30, headers=auth_headers()) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             tools = (await client.list_tools()).tools
             out["tools"] = sorted(t.name for t in tools)

@@ -9,12 +9,19 @@ what it saw; exits non-zero on any failure.
 """
 
 import json
+import os
 import sys
 
 import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
+
+def auth_headers() -> dict:
+    """The relay's access token, if the test gave one (MCP_TEST_BEARER)."""
+    token = os.environ.get("MCP_TEST_BEARER")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 ROW = "héllo through the stdio bridge"
 
@@ -29,7 +36,7 @@ def is_error(res) -> bool:
 
 async def run(url: str, ca: str, mode: str, table: str) -> dict:
     out: dict = {"mode": mode}
-    async with httpx2.AsyncClient(verify=ca, timeout=60) as http:
+    async with httpx2.AsyncClient(verify=ca, timeout=60, headers=auth_headers()) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             out["protocol_version"] = client.protocol_version
             tools = await client.list_tools()

@@ -191,7 +191,7 @@ async fn agent_runs_from_a_config_file() {
         .spawn()
         .unwrap();
     let url = format!("{}/t/fromfile/mcp", relay.http_url());
-    let client = reqwest::Client::new();
+    let client = relay.authed_client("fromfile");
     let mut ok = false;
     for _ in 0..100 {
         if let Ok(r) = client

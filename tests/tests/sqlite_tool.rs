@@ -111,6 +111,7 @@ async fn python_sdk_uses_every_read_tool_through_the_tunnel() {
                 relay.ca_file().as_os_str(),
                 mode.as_ref(),
             ],
+            Some(&relay.access_token("shop").unwrap()),
         )
         .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
         let read_tools = json!([
@@ -183,7 +184,12 @@ async fn conformance_suite_passes_standalone_and_through_the_tunnel() {
 
     // Through the tunnel: HTTPS front, and the plain front for the DNS-rebinding
     // scenario (it sends a foreign Host, which TLS name checks would reject first).
-    let relay = Relay::start(RelayOptions::default()).unwrap();
+    // The suite cannot send a bearer token, so this relay runs with --no-auth.
+    let relay = Relay::start(RelayOptions {
+        no_auth: true,
+        ..Default::default()
+    })
+    .unwrap();
     let _agent = sqlite_agent(&relay, &db, &[]);
     let tunnel = format!("{}/t/shop/mcp", relay.https_url());
     assert_all_pass(&tunnel, SCENARIOS, Some(&relay.ca_file()));
@@ -209,6 +215,7 @@ async fn python_sdk_writes_when_the_owner_allows_writes() {
                 mode.as_ref(),
                 "--writes".as_ref(),
             ],
+            Some(&relay.access_token("shop").unwrap()),
         )
         .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
         assert_eq!(

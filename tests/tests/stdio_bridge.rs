@@ -170,6 +170,7 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 /// Runs tests/py/stdio_client.py; returns what it printed.
 fn run_client(agent: &StdioAgent, relay: &Relay, mode: &str, table: &str) -> Value {
     let out = Command::new(python())
+        .env("MCP_TEST_BEARER", relay.access_token("notes").unwrap())
         .arg(workspace_root().join("tests/py/stdio_client.py"))
         .arg(&agent.public_url)
         .arg(relay.ca_file())
@@ -254,7 +255,7 @@ async fn python_sdk_drives_the_reference_sqlite_server_over_stdio_in_auto_and_le
     // The raw protocol through the tunnel: an unknown session is a 404 with
     // a JSON-RPC error, so clients re-initialize.
     let resp = relay
-        .client()
+        .authed_client("notes")
         .post(&agent.public_url)
         .header("accept", "application/json, text/event-stream")
         .header("mcp-session-id", "0123456789abcdef")

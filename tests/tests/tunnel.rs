@@ -99,6 +99,7 @@ async fn python_sdk_client_lists_and_calls_tools_in_auto_and_legacy_mode() {
                 relay.ca_file().as_os_str(),
                 mode.as_ref(),
             ],
+            Some(&relay.access_token("pysdk").unwrap()),
         )
         .unwrap_or_else(|e| panic!("{mode}: {e}\nagent:\n{}", agent.output()));
         assert_eq!(v["tools"], json!(["add", "echo", "progress"]), "{mode}");
@@ -130,7 +131,7 @@ async fn sse_events_are_not_buffered() {
     let relay = Relay::start(RelayOptions::default()).unwrap();
     let upstream = Upstream::start().await.unwrap();
     let _agent = Agent::start(&relay, agent_opts("sse", &upstream.mcp_url())).unwrap();
-    let client = relay.client();
+    let client = relay.authed_client("sse");
     let resp = client
         .get(format!(
             "{}/t/sse/sse?n=5&interval_ms=250",
@@ -161,7 +162,7 @@ async fn relay_kill9_and_restart_agent_reconnects_by_itself() {
     let mut relay = Relay::start(RelayOptions::default()).unwrap();
     let upstream = Upstream::start().await.unwrap();
     let agent = Agent::start(&relay, agent_opts("restart", &upstream.mcp_url())).unwrap();
-    let client = reqwest::Client::new();
+    let client = relay.authed_client("restart");
     let url = format!("{}/t/restart/mcp", relay.http_url());
     assert_eq!(
         client
@@ -200,7 +201,7 @@ async fn two_hundred_concurrent_requests_all_succeed() {
     let relay = Relay::start(RelayOptions::default()).unwrap();
     let upstream = Upstream::start().await.unwrap();
     let agent = Agent::start(&relay, agent_opts("many", &upstream.mcp_url())).unwrap();
-    let client = relay.client();
+    let client = relay.authed_client("many");
     let url = format!("{}/t/many/mcp", relay.https_url());
     let results = futures_util::future::join_all((0..200u64).map(|i| {
         let (client, url) = (client.clone(), url.clone());
@@ -234,7 +235,7 @@ async fn client_disconnect_mid_stream_cancels_the_upstream_request() {
     let relay = Relay::start(RelayOptions::default()).unwrap();
     let upstream = Upstream::start().await.unwrap();
     let agent = Agent::start(&relay, agent_opts("cancel", &upstream.mcp_url())).unwrap();
-    let client = relay.client();
+    let client = relay.authed_client("cancel");
     let resp = client
         .get(format!(
             "{}/t/cancel/sse?n=1000&interval_ms=50",
@@ -271,15 +272,17 @@ async fn bad_requests_get_clear_errors() {
         ]
         .map(String::from)
         .to_vec(),
+        ..Default::default()
     })
     .unwrap();
     let upstream = Upstream::start().await.unwrap();
     let mut agent = Agent::start(&relay, agent_opts("limits", &upstream.mcp_url())).unwrap();
-    let client = relay.client();
+    let client = relay.authed_client("limits");
     let base = relay.https_url();
 
-    // Unknown tunnel: 404 with a JSON body.
-    let r = client
+    // Unknown tunnel (with a valid token for that name): 404 with a JSON body.
+    let r = relay
+        .authed_client("nope")
         .post(format!("{base}/t/nope/mcp"))
         .json(&rpc(1, "x"))
         .send()
@@ -423,7 +426,8 @@ async fn another_credential_cannot_take_a_tunnel_name_but_the_same_one_replaces_
         "{}",
         first.output()
     );
-    let r = reqwest::Client::new()
+    let r = relay
+        .authed_client("owned")
         .post(format!("{}/t/owned/mcp", relay.http_url()))
         .json(&rpc(7, "x"))
         .send()
@@ -459,7 +463,7 @@ async fn ctrl_c_drains_in_flight_requests() {
     let relay = Relay::start(RelayOptions::default()).unwrap();
     let upstream = Upstream::start().await.unwrap();
     let mut agent = Agent::start(&relay, agent_opts("drain", &upstream.mcp_url())).unwrap();
-    let client = relay.client();
+    let client = relay.authed_client("drain");
     let url = format!("{}/t/drain/slow?ms=1000", relay.https_url());
     let call = tokio::spawn(async move {
         let r = client.get(url).send().await.unwrap();
@@ -557,7 +561,8 @@ mod fake_agent {
         let relay = Relay::start(RelayOptions::default()).unwrap();
         let upstream = Upstream::start().await.unwrap();
         let _good = Agent::start(&relay, agent_opts("good", &upstream.mcp_url())).unwrap();
-        let client = relay.client();
+        let client = relay.authed_client("good");
+        let evil3 = relay.authed_client("evil3");
         let good_url = format!("{}/t/good/mcp", relay.https_url());
 
         // 1. Garbage on the control stream: connection closed with UNKNOWN_FRAME.
@@ -593,7 +598,7 @@ mod fake_agent {
                 s.stopped().await.ok()
             }
         });
-        let r = client
+        let r = evil3
             .post(format!("{}/t/evil3/mcp", relay.https_url()))
             .json(&rpc(1, "x"))
             .send()

@@ -89,8 +89,13 @@ pub fn conformance_suite() -> (PathBuf, PathBuf) {
 pub fn run_python_driver(
     script: &str,
     args: &[&std::ffi::OsStr],
+    bearer: Option<&str>,
 ) -> Result<serde_json::Value, String> {
-    let out = Command::new(python())
+    let mut cmd = Command::new(python());
+    if let Some(t) = bearer {
+        cmd.env("MCP_TEST_BEARER", t);
+    }
+    let out = cmd
         .arg(workspace_root().join("tests/py").join(script))
         .args(args)
         .stdin(Stdio::null())
@@ -219,6 +224,8 @@ impl Drop for Proc {
 pub struct RelayOptions {
     /// Extra command-line arguments for `mcp-relay serve`.
     pub args: Vec<String>,
+    /// Start with `--no-auth` (for third-party tools that cannot send a token).
+    pub no_auth: bool,
 }
 
 /// The addresses a relay bound.
@@ -290,6 +297,9 @@ impl Relay {
         if let Some(e) = same_as {
             cmd.args(["--public-url", &e.public_url]);
         }
+        if opts.no_auth {
+            cmd.arg("--no-auth");
+        }
         let mut proc = Proc::spawn("relay", cmd)?;
         proc.wait_for_line("relay listening", Duration::from_secs(20))?;
         let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
@@ -353,14 +363,59 @@ impl Relay {
         self.proc.output()
     }
 
-    /// A reqwest client trusting the relay's dev CA.
+    /// A reqwest client trusting the relay's dev CA, sending no token.
     pub fn client(&self) -> reqwest::Client {
-        let pem = std::fs::read(self.ca_file()).expect("dev CA");
-        let cert = reqwest::Certificate::from_pem(&pem).expect("dev CA parses");
-        reqwest::Client::builder()
-            .tls_certs_merge([cert])
+        self.client_builder().build().expect("client builds")
+    }
+
+    /// A reqwest client trusting the relay's dev CA and sending a fresh access
+    /// token for `tunnel` on every request.
+    pub fn authed_client(&self, tunnel: &str) -> reqwest::Client {
+        let token = self.access_token(tunnel).expect("tokens issue");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        self.client_builder()
+            .default_headers(headers)
             .build()
             .expect("client builds")
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
+        let pem = std::fs::read(self.ca_file()).expect("dev CA");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("dev CA parses");
+        reqwest::Client::builder().tls_certs_merge([cert])
+    }
+
+    /// `mcp-relay tokens issue` for `tunnel` (user `tester@example.com`).
+    pub fn access_token(&self, tunnel: &str) -> anyhow::Result<String> {
+        self.access_token_with(tunnel, &[])
+    }
+
+    /// `mcp-relay tokens issue` with extra arguments (`--ttl`, `--group`, …).
+    pub fn access_token_with(&self, tunnel: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(bin_path("mcp-relay"))
+            .args([
+                "tokens",
+                "issue",
+                "--user",
+                "tester@example.com",
+                "--tunnel",
+                tunnel,
+                "--state",
+            ])
+            .arg(self.state.path())
+            .args(extra)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "tokens issue failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 }
 

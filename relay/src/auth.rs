@@ -1,0 +1,279 @@
+//! The resource-server side of OAuth at the relay: every request under
+//! `/t/{tunnel}/` carries a bearer access token for exactly that tunnel, or it
+//! is answered here (401/400) and nothing reaches the agent.
+//!
+//! Signing keys live in `<state>/signing-keys.json` (0600), made on first use
+//! by the relay or by `mcp-relay tokens issue`, rotated by `mcp-relay keys
+//! rotate`; a running relay reloads the file when it changes (checked at most
+//! once a second), so rotations and new keys apply without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mcp_tunnel_proto::TunnelName;
+
+use crate::oauth::assertion::{AssertionClaims, sign_assertion};
+use crate::oauth::cache::ValidatorWithCache;
+use crate::oauth::keys::{KeySet, StoredKeySet};
+use crate::oauth::token::{AccessClaims, Validator, unix_now};
+use crate::state_dir::{StateDir, write_private};
+
+/// The scope every tunnel token carries.
+pub const MCP_SCOPE: &str = "mcp";
+
+/// How often the key file is checked for changes.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// File holding the relay's signing keys.
+pub const KEYS_FILE: &str = "signing-keys.json";
+
+/// Loads the key set from `state`, creating it on first use.
+pub fn load_or_create_keys(state: &StateDir) -> anyhow::Result<KeySet> {
+    let path = state.path(KEYS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => read_keys(&path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = KeySet::generate().context("generating the relay's signing key")?;
+            save_keys(state, &keys)?;
+            tracing::info!(kid = keys.active().kid(), "created the relay's signing key");
+            Ok(keys)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the key set (0600, atomically).
+pub fn save_keys(state: &StateDir, keys: &KeySet) -> anyhow::Result<()> {
+    write_private(
+        &state.path(KEYS_FILE),
+        &serde_json::to_vec_pretty(&keys.to_stored())?,
+    )
+}
+
+fn read_keys(path: &Path, bytes: &[u8]) -> anyhow::Result<KeySet> {
+    let stored: StoredKeySet =
+        serde_json::from_slice(bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    KeySet::from_stored(&stored).with_context(|| format!("{} holds an invalid key", path.display()))
+}
+
+/// The relay's bearer check and assertion signer.
+#[derive(Debug)]
+pub struct Auth {
+    required: bool,
+    issuer: String,
+    public_url: String,
+    keys: RwLock<Arc<KeySet>>,
+    validator: ValidatorWithCache,
+    keys_path: PathBuf,
+    reload: Mutex<(Instant, Option<SystemTime>)>,
+}
+
+/// Why a request was refused; [`Auth::refusal_response`] renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 401, or 400 for a malformed request.
+    pub status: StatusCode,
+    /// The `error=…, error_description=…` challenge parameters, if any.
+    pub error: Option<String>,
+}
+
+/// What the bearer check found.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A valid token's claims.
+    Token(Arc<AccessClaims>),
+    /// Authentication is off (`--no-auth`).
+    Anonymous,
+}
+
+impl Auth {
+    /// A checker for tokens issued by `public_url` (the issuer) with `keys`.
+    pub fn new(state: &StateDir, public_url: &str, keys: KeySet, required: bool) -> Self {
+        let validator = ValidatorWithCache::new(Validator::new(public_url, keys.verifying_keys()));
+        let mtime = std::fs::metadata(state.path(KEYS_FILE))
+            .and_then(|m| m.modified())
+            .ok();
+        Self {
+            required,
+            issuer: public_url.to_owned(),
+            public_url: public_url.to_owned(),
+            keys: RwLock::new(Arc::new(keys)),
+            validator,
+            keys_path: state.path(KEYS_FILE),
+            reload: Mutex::new((Instant::now(), mtime)),
+        }
+    }
+
+    /// Whether requests must carry a token.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The canonical resource URL of a tunnel: what its tokens' `aud` must be.
+    pub fn resource_url(&self, tunnel: &TunnelName) -> String {
+        format!("{}/t/{tunnel}/mcp", self.public_url)
+    }
+
+    /// Where clients find the protected-resource metadata (RFC 9728) of a tunnel.
+    pub fn resource_metadata_url(&self, tunnel: &TunnelName) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/t/{tunnel}/mcp",
+            self.public_url
+        )
+    }
+
+    /// Checks the request's bearer token for `tunnel`; `Err` is the response to send.
+    pub fn check(
+        &self,
+        uri_query: Option<&str>,
+        headers: &HeaderMap,
+        tunnel: &TunnelName,
+    ) -> Result<Caller, Refusal> {
+        if !self.required {
+            return Ok(Caller::Anonymous);
+        }
+        if uri_query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token="))) {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                error: Some("error=\"invalid_request\", error_description=\"send the access token in the Authorization header, never in the URL\"".to_owned()),
+            });
+        }
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                error: None,
+            });
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                error: Some("error=\"invalid_request\", error_description=\"use Authorization: Bearer <token>\"".to_owned()),
+            });
+        };
+        self.maybe_reload();
+        match self
+            .validator
+            .validate(token, &self.resource_url(tunnel), unix_now())
+        {
+            Ok(claims) => Ok(Caller::Token(claims)),
+            Err(e) => {
+                tracing::debug!(tunnel = %tunnel, error = %e, "bearer token refused");
+                Err(Refusal {
+                    status: StatusCode::UNAUTHORIZED,
+                    error: Some(e.www_authenticate_params()),
+                })
+            }
+        }
+    }
+
+    /// Signs the identity assertion the agent receives instead of the token.
+    pub fn assertion(
+        &self,
+        caller: &Caller,
+        tunnel: &TunnelName,
+        request_id: u64,
+    ) -> Option<String> {
+        let Caller::Token(claims) = caller else {
+            return None;
+        };
+        let now = unix_now();
+        let a = AssertionClaims::for_request(claims, tunnel.as_str(), &request_id.to_string(), now);
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match sign_assertion(&keys, &a) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "signing an identity assertion failed");
+                None
+            }
+        }
+    }
+
+    /// The public keys as a JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.maybe_reload();
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .jwks(unix_now())
+    }
+
+    /// The issuer (the relay's public URL).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The 401/400 response for a refusal, with its `WWW-Authenticate` challenge.
+    pub fn refusal_response(&self, tunnel: &TunnelName, refusal: Refusal) -> Response {
+        let Refusal { status, error } = refusal;
+        let mut v = format!(
+            "Bearer resource_metadata=\"{}\", scope=\"{MCP_SCOPE}\"",
+            self.resource_metadata_url(tunnel)
+        );
+        if let Some(e) = &error {
+            v.push_str(", ");
+            v.push_str(e);
+        }
+        let message = match &error {
+            None => {
+                "this tunnel needs an access token (OAuth 2.1); see the WWW-Authenticate header"
+                    .to_owned()
+            }
+            Some(e) => e.clone(),
+        };
+        let code = if status == StatusCode::BAD_REQUEST {
+            "invalid_request"
+        } else {
+            "unauthorized"
+        };
+        let mut r = (
+            status,
+            axum::Json(serde_json::json!({"error": code, "message": message})),
+        )
+            .into_response();
+        if let Ok(h) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, h);
+        }
+        r
+    }
+
+    /// Picks up a rotated or replaced key file (at most once per interval).
+    fn maybe_reload(&self) {
+        let mut guard = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.0.elapsed() < KEY_RELOAD_INTERVAL {
+            return;
+        }
+        guard.0 = Instant::now();
+        let mtime = std::fs::metadata(&self.keys_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == guard.1 {
+            return;
+        }
+        guard.1 = mtime;
+        match std::fs::read(&self.keys_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| read_keys(&self.keys_path, &b))
+        {
+            Ok(keys) => {
+                tracing::info!(kid = keys.active().kid(), "reloaded signing keys");
+                self.validator.set_keys(keys.verifying_keys());
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "signing keys changed but could not be loaded; keeping the old ones")
+            }
+        }
+    }
+}
