@@ -21,6 +21,10 @@ pub struct App {
     pub tokens: AgentTokens,
     /// Bearer checks and identity assertions.
     pub auth: Auth,
+    /// Users, clients, codes, refresh tokens.
+    pub store: std::sync::Arc<dyn crate::store::Store>,
+    /// Failed sign-ins.
+    pub login_limiter: crate::authorization::limiter::LoginLimiter,
     /// Which Host/Origin values the MCP path accepts.
     pub host_policy: HostPolicy,
     /// The public base URL, without a trailing slash.
@@ -35,15 +39,27 @@ impl App {
     pub fn new(
         config: Config,
         auth: Auth,
-        host_policy: HostPolicy,
+        store: std::sync::Arc<dyn crate::store::Store>,
         public_url: String,
         registry: Registry,
         tokens: AgentTokens,
         quic_port: u16,
     ) -> Self {
+        let public_host = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let host_policy = HostPolicy::new(
+            &public_host,
+            &config.allowed_hosts,
+            &config.allowed_origins,
+            config.dev,
+        );
         Self {
             public_url,
             auth,
+            store,
+            login_limiter: Default::default(),
             host_policy,
             config,
             registry,

@@ -200,6 +200,17 @@ impl Auth {
         }
     }
 
+    /// Issues an access token for `grant`; returns it and its lifetime in seconds.
+    pub fn issue(
+        &self,
+        grant: &crate::oauth::token::AccessGrant,
+    ) -> Result<(String, u64), crate::oauth::token::IssueError> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let issuer = crate::oauth::token::Issuer::new(self.issuer.clone());
+        let t = issuer.issue(&keys, grant, unix_now())?;
+        Ok((t.into_token(), issuer.ttl().as_secs()))
+    }
+
     /// The public keys as a JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
         self.maybe_reload();

@@ -48,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/t/{*rest}", any(proxy))
         .route("/", get(index))
+        .merge(crate::authorization::routes())
         .fallback(not_found)
         .with_state(app)
 }
@@ -156,7 +157,15 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
+        // The peer address, for rate limits (axum's ConnectInfo extractor).
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();

@@ -14,6 +14,7 @@ pub mod agent_tokens;
 pub mod agents;
 pub mod app;
 pub mod auth;
+pub mod authorization;
 pub mod config;
 pub mod front;
 pub mod host_check;
@@ -113,16 +114,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(u) => u.as_str().trim_end_matches('/').to_owned(),
         None => format!("https://localhost:{}", https_addr.port()),
     };
-    let public_host = url::Url::parse(&public_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| "localhost".to_owned());
-    let host_policy = host_check::HostPolicy::new(
-        &public_host,
-        &config.allowed_hosts,
-        &config.allowed_origins,
-        config.dev,
-    );
     let keys = auth::load_or_create_keys(&state)?;
     let auth = auth::Auth::new(&state, &public_url, keys, !config.no_auth);
     if config.no_auth {
@@ -130,12 +121,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "--no-auth: tunnels accept requests WITHOUT an access token; never do this on a public relay"
         );
     }
+    let store: Arc<dyn store::Store> = Arc::new(
+        store::SqliteStore::open(&state.path(store::DB_FILE))
+            .context("opening the relay's state database")?,
+    );
     let registry = Registry::load(&state)?;
     let tokens = AgentTokens::new(&state);
     let app = Arc::new(App::new(
         config.clone(),
         auth,
-        host_policy,
+        store,
         public_url.clone(),
         registry,
         tokens,

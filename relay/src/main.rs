@@ -42,6 +42,12 @@ enum Command {
     /// Issue access tokens for scripts, tests and clients without OAuth.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Manage built-in user accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage OAuth clients (registered MCP applications).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// Manage the relay's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -148,6 +154,99 @@ enum TokensCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Add an account and print a one-time link where the person sets a password.
+    Add {
+        /// Email address (the sign-in name).
+        email: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Groups (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Disable an account (its tokens stop working).
+    Disable {
+        /// Email address.
+        email: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Email address.
+        email: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Print a new one-time password set-up link.
+    ResetLink {
+        /// Email address.
+        email: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Set a password from standard input (for headless hosts and tests).
+    SetPassword {
+        /// Email address.
+        email: String,
+        /// Read the password from stdin (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// List registered clients.
+    List {
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Revoke a client and every token issued to it.
+    Revoke {
+        /// The client id.
+        client_id: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+/// Where the relay's state lives (and its public URL, for printed links).
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// State directory.
+    #[arg(long, env = "MCP_RELAY_STATE")]
+    state: Option<PathBuf>,
+    /// The relay's public URL [default: from the state dir's endpoints.json].
+    #[arg(long, env = "MCP_RELAY_PUBLIC_URL")]
+    public_url: Option<Url>,
+}
+
+impl StateArgs {
+    fn open(&self) -> anyhow::Result<(StateDir, mcp_relay::store::SqliteStore)> {
+        let state = StateDir::open(&state_or_default(self.state.clone())?)?;
+        let store = mcp_relay::store::SqliteStore::open(&state.path(mcp_relay::store::DB_FILE))
+            .context("opening the relay's state database")?;
+        Ok((state, store))
+    }
+
+    fn public_url(&self, state: &StateDir) -> anyhow::Result<String> {
+        public_url_of(self.public_url.as_ref(), state)
+    }
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Make a new signing key; the old one stays published until tokens it signed have expired.
     Rotate {
@@ -174,6 +273,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(*args),
         Command::AgentTokens(cmd) => tokens(cmd),
         Command::Tokens(cmd) => access_tokens(cmd),
+        Command::Users(cmd) => users(cmd),
+        Command::Clients(cmd) => clients(cmd),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -283,18 +384,7 @@ fn access_tokens(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
         state,
     } = cmd;
     let state = StateDir::open(&state_or_default(state)?)?;
-    let public_url = match public_url {
-        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-        None => {
-            let path = state.path("endpoints.json");
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!("no --public-url given and {} is missing; start the relay once or pass --public-url", path.display())
-            })?;
-            serde_json::from_slice::<mcp_relay::Endpoints>(&bytes)
-                .with_context(|| format!("{} is corrupt", path.display()))?
-                .public_url
-        }
-    };
+    let public_url = public_url_of(public_url.as_ref(), &state)?;
     let keys = mcp_relay::auth::load_or_create_keys(&state)?;
     let issuer = mcp_relay::oauth::token::Issuer::new(public_url.clone()).with_ttl(ttl)?;
     let email = user.contains('@').then(|| user.clone());
@@ -314,6 +404,132 @@ fn access_tokens(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
         humantime::format_duration(ttl)
     );
     println!("{}", token.token());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn public_url_of(given: Option<&Url>, state: &StateDir) -> anyhow::Result<String> {
+    if let Some(u) = given {
+        return Ok(u.as_str().trim_end_matches('/').to_owned());
+    }
+    let path = state.path("endpoints.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "no --public-url given and {} is missing; start the relay once or pass --public-url",
+            path.display()
+        )
+    })?;
+    Ok(serde_json::from_slice::<mcp_relay::Endpoints>(&bytes)
+        .with_context(|| format!("{} is corrupt", path.display()))?
+        .public_url)
+}
+
+fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::store::{Email, NewUser, PasswordHash, Store};
+    let find = |store: &mcp_relay::store::SqliteStore,
+                email: &str|
+     -> anyhow::Result<mcp_relay::store::User> {
+        store
+            .get_user_by_email(&Email::parse(email)?)?
+            .with_context(|| format!("no account {email}; see `mcp-relay users list`"))
+    };
+    match cmd {
+        UsersCommand::Add {
+            email,
+            name,
+            groups,
+            at,
+        } => {
+            let (state, store) = at.open()?;
+            let (user, setup) = store.add_user(&NewUser {
+                email: Email::parse(&email)?,
+                display_name: name,
+                groups,
+            })?;
+            let url = at.public_url(&state)?;
+            eprintln!(
+                "added {} (id {}); send them this one-time link to set a password:",
+                user.email.as_str(),
+                user.id.0
+            );
+            println!("{url}/setup?token={}", setup.expose());
+        }
+        UsersCommand::List { at } => {
+            let (_, store) = at.open()?;
+            for u in store.list_users()? {
+                println!(
+                    "{}\t{}\t{}\tgroups={}\t{}",
+                    u.id.0,
+                    u.email.as_str(),
+                    if u.disabled { "disabled" } else { "active" },
+                    u.groups.join(","),
+                    if u.password_hash.is_some() {
+                        "password set"
+                    } else {
+                        "no password yet"
+                    }
+                );
+            }
+        }
+        UsersCommand::Disable { email, at } => {
+            let (_, store) = at.open()?;
+            let u = find(&store, &email)?;
+            store.disable_user(u.id)?;
+            eprintln!("disabled {email}; its refresh tokens are revoked");
+        }
+        UsersCommand::Enable { email, at } => {
+            let (_, store) = at.open()?;
+            let u = find(&store, &email)?;
+            store.enable_user(u.id)?;
+            eprintln!("enabled {email}");
+        }
+        UsersCommand::ResetLink { email, at } => {
+            let (state, store) = at.open()?;
+            let u = find(&store, &email)?;
+            let setup = store.issue_setup_token(u.id)?;
+            println!("{}/setup?token={}", at.public_url(&state)?, setup.expose());
+        }
+        UsersCommand::SetPassword { email, at, .. } => {
+            let (_, store) = at.open()?;
+            let u = find(&store, &email)?;
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_line(&mut pw)
+                .context("reading the password from stdin")?;
+            let pw = pw.trim_end_matches(['\n', '\r']);
+            let phc = mcp_relay::authorization::password::hash(pw)
+                .map_err(|e| anyhow::anyhow!("password not accepted: {e}"))?;
+            store.set_password_hash(u.id, &PasswordHash::parse(&phc)?)?;
+            eprintln!("password set for {email}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clients(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::store::Store;
+    match cmd {
+        ClientsCommand::List { at } => {
+            let (_, store) = at.open()?;
+            for c in store.list_clients()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    c.client_id,
+                    c.kind.as_str(),
+                    c.name,
+                    if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+        ClientsCommand::Revoke { client_id, at } => {
+            let (_, store) = at.open()?;
+            store.revoke_client(&client_id)?;
+            eprintln!("revoked client {client_id} and its tokens");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -125,7 +125,7 @@ pub const MAX_PUBLIC_JWK_BYTES: usize = 8 * 1024;
 /// Methods are synchronous and may block on disk or on another process's
 /// write (up to [`BUSY_TIMEOUT`]); call them from `spawn_blocking` in async
 /// code. Every write that changes a row bumps [`Store::revision`].
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A counter bumped by every write that changes a row (from any process
     /// sharing the store).
     /// Poll it to learn when cached state (disabled users, revocations, keys)

@@ -1,0 +1,31 @@
+//! RFC 8414 authorization-server metadata.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+use crate::auth::MCP_SCOPE;
+
+/// `GET /.well-known/oauth-authorization-server` (and the OIDC alias).
+pub async fn authorization_server(State(app): State<Arc<App>>) -> Response {
+    let base = &app.public_url;
+    axum::Json(serde_json::json!({
+        "issuer": app.auth.issuer(),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "registration_endpoint": format!("{base}/register"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": [MCP_SCOPE],
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+    }))
+    .into_response()
+}

@@ -1,0 +1,100 @@
+//! The relay as an OAuth 2.1 authorization server for MCP clients.
+//!
+//! ```text
+//! client ─GET /authorize?…&code_challenge&resource─► sign-in + consent page (CSRF, rate limits)
+//!        ─POST /authorize (email, password, allow)──► 302 redirect_uri?code&state&iss
+//!        ─POST /token (code, code_verifier)─────────► access token (JWT, aud = one tunnel)
+//!                                                      + refresh token (rotated on every use)
+//!        ─POST /token (refresh_token)───────────────► new pair; a reused one revokes its family
+//! ```
+//!
+//! Metadata: RFC 8414 at `/.well-known/oauth-authorization-server` (and the
+//! OIDC discovery alias). Accounts: `mcp-relay users add` prints a one-time
+//! link to `/setup`, where the person chooses a password (argon2id).
+
+pub mod authorize;
+pub mod limiter;
+pub mod metadata;
+pub mod pages;
+pub mod password;
+pub mod pkce;
+pub mod register;
+pub mod setup;
+pub mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+
+use crate::app::App;
+use crate::store::{Store, StoreError};
+
+/// Authorization codes live this long.
+pub const CODE_TTL_SECS: i64 = 60;
+/// Refresh tokens live this long (each use rotates them).
+pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
+/// Largest form body accepted on these endpoints.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The authorization server's routes.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/authorize", get(authorize::show).post(authorize::submit))
+        .route("/token", post(token::token))
+        .route("/register", post(register::register))
+        .route("/setup", get(setup::show).post(setup::submit))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::authorization_server),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(metadata::authorization_server),
+        )
+}
+
+/// Runs a store operation on the blocking pool (the store is synchronous SQLite).
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Invalid {
+            field: "task",
+            reason: e.to_string(),
+        })?
+}
+
+/// A cookie's value from the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (bounded by the caller).
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The first value of `key` in a parsed form or query.
+pub fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Whether `key` occurs more than once (RFC 6749 §3.1: parameters must not repeat).
+pub fn repeated(form: &[(String, String)], keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find(|k| form.iter().filter(|(f, _)| f == *k).count() > 1)
+        .map(|k| (*k).to_owned())
+}

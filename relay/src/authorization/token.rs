@@ -1,0 +1,312 @@
+//! `POST /token`: authorization_code (with PKCE) and refresh_token grants for
+//! public clients. Errors follow RFC 6749 §5.2.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{MAX_FORM_BYTES, REFRESH_TTL_SECS, blocking, field, parse_form, pkce, repeated};
+use crate::app::App;
+use crate::oauth::token::{AccessGrant, unix_now};
+use crate::store::{CodeError, NewRefresh, RefreshError, Secret, TokenHash, User, UserId};
+
+/// `POST /token`
+pub async fn token(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    if body.len() > MAX_FORM_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is too large",
+        );
+    }
+    let form = parse_form(&body);
+    if let Some(k) = repeated(
+        &form,
+        &[
+            "grant_type",
+            "code",
+            "code_verifier",
+            "refresh_token",
+            "client_id",
+            "redirect_uri",
+            "resource",
+        ],
+    ) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("{k} appears more than once"),
+        );
+    }
+    let Some(client_id) = field(&form, "client_id").map(str::to_owned) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client_id is required",
+        );
+    };
+    let cid = client_id.clone();
+    match blocking(&app.store, move |s| s.get_client(&cid)).await {
+        Ok(Some(c)) if c.revoked_at.is_none() => {}
+        Ok(_) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown or revoked client",
+            );
+        }
+        Err(e) => return server_error(e),
+    }
+    match field(&form, "grant_type") {
+        Some("authorization_code") => code_grant(&app, &form, client_id).await,
+        Some("refresh_token") => refresh_grant(&app, &form, client_id).await,
+        Some(_) => error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use authorization_code or refresh_token",
+        ),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        ),
+    }
+}
+
+async fn code_grant(app: &App, form: &[(String, String)], client_id: String) -> Response {
+    let (Some(code), Some(verifier)) = (field(form, "code"), field(form, "code_verifier")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required",
+        );
+    };
+    let hash = TokenHash::of(code);
+    let record = match blocking(&app.store, move |s| Ok(s.take_code(&hash))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(CodeError::Reused { .. })) => {
+            tracing::warn!(
+                client_id,
+                "authorization code reused; tokens issued from it were revoked"
+            );
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code was already used; every token issued from it is revoked",
+            );
+        }
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code is unknown or expired",
+            );
+        }
+        Err(e) => return server_error(e),
+    };
+    if record.client_id != client_id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the code was issued to another client",
+        );
+    }
+    if field(form, "redirect_uri").is_some_and(|r| r != record.redirect_uri) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri does not match the authorization request",
+        );
+    }
+    if !pkce::verify(verifier, &record.code_challenge) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "code_verifier does not match the code_challenge (PKCE)",
+        );
+    }
+    if field(form, "resource").is_some_and(|r| r != record.resource) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the authorization request",
+        );
+    }
+    issue(
+        app,
+        record.user_id,
+        client_id,
+        record.resource,
+        record.scope,
+        Some(record.family),
+        None,
+    )
+    .await
+}
+
+async fn refresh_grant(app: &App, form: &[(String, String)], client_id: String) -> Response {
+    let Some(presented) = field(form, "refresh_token") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
+    };
+    let old = TokenHash::of(presented);
+    let next = Secret::generate();
+    let next_hash = next.hash();
+    let cid = client_id.clone();
+    let expires = unix_now() as i64 + REFRESH_TTL_SECS;
+    let record = match blocking(&app.store, move |s| {
+        Ok(s.rotate_refresh(&old, &cid, &next_hash, expires))
+    })
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(RefreshError::Reused { .. })) => {
+            tracing::warn!(
+                client_id,
+                "refresh token reused; its whole family was revoked"
+            );
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token was already used; every token of its family is revoked, sign in again",
+            );
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                &format!("refresh token refused: {e}"),
+            );
+        }
+        Err(e) => return server_error(e),
+    };
+    if field(form, "resource").is_some_and(|r| r != record.resource) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "a refresh token stays bound to its tunnel",
+        );
+    }
+    issue(
+        app,
+        record.user_id,
+        client_id,
+        record.resource,
+        record.scope,
+        None,
+        Some(next),
+    )
+    .await
+}
+
+/// Issues an access token (and, for a code grant, the first refresh token).
+async fn issue(
+    app: &App,
+    user_id: UserId,
+    client_id: String,
+    resource: String,
+    scope: String,
+    new_family: Option<crate::store::FamilyId>,
+    rotated: Option<Secret>,
+) -> Response {
+    let user: Option<User> = match blocking(&app.store, move |s| s.get_user(user_id)).await {
+        Ok(u) => u,
+        Err(e) => return server_error(e),
+    };
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the account is disabled",
+        );
+    };
+    let refresh = match (new_family, rotated) {
+        (_, Some(r)) => r,
+        (Some(family), None) => {
+            let r = Secret::generate();
+            let new = NewRefresh {
+                hash: r.hash(),
+                family,
+                client_id: client_id.clone(),
+                user_id,
+                resource: resource.clone(),
+                scope: scope.clone(),
+                expires_at: unix_now() as i64 + REFRESH_TTL_SECS,
+            };
+            if let Err(e) = blocking(&app.store, move |s| s.insert_refresh(&new)).await {
+                return server_error(e);
+            }
+            r
+        }
+        (None, None) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "no refresh token",
+            );
+        }
+    };
+    let grant = AccessGrant {
+        sub: format!("user-{}", user.id.0),
+        email: Some(user.email.as_str().to_owned()),
+        groups: user.groups.clone(),
+        client_id: client_id.clone(),
+        scope: scope.clone(),
+        resource,
+    };
+    let token = match app.auth.issue(&grant) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "issuing an access token failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the relay could not sign a token",
+            );
+        }
+    };
+    let cid = client_id.clone();
+    let _ = blocking(&app.store, move |s| s.touch_client_last_used(&cid)).await;
+    let mut r = axum::Json(serde_json::json!({
+        "access_token": token.0,
+        "token_type": "Bearer",
+        "expires_in": token.1,
+        "refresh_token": refresh.expose(),
+        "scope": scope,
+    }))
+    .into_response();
+    no_store(&mut r);
+    r
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(serde_json::json!({"error": code, "error_description": description})),
+    )
+        .into_response();
+    no_store(&mut r);
+    r
+}
+
+fn server_error(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "token endpoint store error");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "the relay could not complete the request",
+    )
+}
+
+fn no_store(r: &mut Response) {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}

@@ -1,0 +1,95 @@
+"""The official Python SDK's OAuth client (mcp 2.x) against the relay, headless.
+
+Usage: python oauth_client.py URL CA_FILE EMAIL PASSWORD
+It sends no token, follows the 401 to the protected-resource and authorization-server
+metadata, registers by DCR, "opens the browser" by driving the relay's sign-in and
+consent form with a cookie-keeping HTTP client, exchanges the code (PKCE), then lists
+tools and calls one through the tunnel. Prints one JSON object.
+"""
+
+import html
+import json
+import re
+import sys
+import urllib.parse
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+
+class Memory(TokenStorage):
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def run(url: str, ca: str, email: str, password: str) -> dict:
+    out: dict = {}
+    browser = httpx2.AsyncClient(verify=ca, follow_redirects=False, timeout=30)
+    got: dict = {}
+
+    async def redirect_handler(authorize_url: str) -> None:
+        out["authorize_url"] = authorize_url
+        page = await browser.get(authorize_url)
+        assert page.status_code == 200, page.text
+        fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+        fields.update(email=email, password=password, decision="allow")
+        action = urllib.parse.urljoin(authorize_url, "/authorize")
+        done = await browser.post(action, data=fields)
+        assert done.status_code in (302, 303), (done.status_code, done.text)
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(done.headers["location"]).query)
+        got.update(code=q["code"][0], state=q.get("state", [None])[0], iss=q.get("iss", [None])[0])
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=got["code"], state=got["state"], iss=got["iss"])
+
+    storage = Memory()
+    auth = OAuthClientProvider(
+        url,
+        OAuthClientMetadata(
+            client_name="tunnel e2e",
+            redirect_uris=["http://127.0.0.1:39999/callback"],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage,
+        redirect_handler,
+        callback_handler,
+    )
+    async with httpx2.AsyncClient(verify=ca, timeout=30, auth=auth) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
+            tools = await client.list_tools()
+            out["tools"] = sorted(t.name for t in tools.tools)
+            res = await client.call_tool("list_tables", {})
+            out["list_tables_error"] = bool(res.is_error)
+    out["registered_client"] = storage.client.client_id if storage.client else None
+    out["has_refresh_token"] = bool(storage.tokens and storage.tokens.refresh_token)
+    out["iss"] = got.get("iss")
+    await browser.aclose()
+    return out
+
+
+def main() -> None:
+    url, ca, email, password = sys.argv[1:5]
+    print(json.dumps(anyio.run(run, url, ca, email, password)))
+
+
+if __name__ == "__main__":
+    main()

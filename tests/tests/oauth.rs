@@ -1,0 +1,529 @@
+//! The relay as an OAuth 2.1 authorization server: the official Python SDK's
+//! OAuth client completes the flow headlessly, and a catalogue of hostile
+//! requests gets the RFC's errors with nothing reaching the agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use mcp_testkit::{Agent, AgentOptions, Relay, RelayOptions, bin_path, run_python_driver};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const EMAIL: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const REDIRECT: &str = "http://127.0.0.1:39999/callback";
+
+fn add_user(relay: &Relay) {
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "add", EMAIL, "--group", "eng", "--state"])
+        .arg(relay.state_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut child = Command::new(bin_path("mcp-relay"))
+        .args([
+            "users",
+            "set-password",
+            EMAIL,
+            "--password-stdin",
+            "--state",
+        ])
+        .arg(relay.state_dir())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn db_agent(relay: &Relay, dir: &std::path::Path) -> Agent {
+    let db = dir.join("shop.db");
+    assert!(
+        Command::new(bin_path("mcp-agent"))
+            .arg("demo-db")
+            .arg(&db)
+            .status()
+            .unwrap()
+            .success()
+    );
+    Agent::start(
+        relay,
+        AgentOptions {
+            name: "shop".into(),
+            upstream: String::new(),
+            token: None,
+            args: vec!["--quiet".into(), "--db".into(), db.display().to_string()],
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_oauth_client_signs_in_registers_and_calls_a_tool() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = db_agent(&relay, dir.path());
+    let v = run_python_driver(
+        "oauth_client.py",
+        &[
+            agent.public_url.as_ref(),
+            relay.ca_file().as_os_str(),
+            EMAIL.as_ref(),
+            PASSWORD.as_ref(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nrelay:\n{}", relay.output()));
+    assert_eq!(
+        v["tools"],
+        json!([
+            "describe_table",
+            "explain_query",
+            "list_tables",
+            "read_query"
+        ])
+    );
+    assert_eq!(v["list_tables_error"], false);
+    assert_eq!(v["has_refresh_token"], true);
+    assert_eq!(v["iss"], relay.https_url());
+    assert!(
+        v["registered_client"]
+            .as_str()
+            .unwrap()
+            .starts_with("mcpc_")
+    );
+    assert!(
+        v["authorize_url"]
+            .as_str()
+            .unwrap()
+            .contains("code_challenge_method=S256")
+    );
+}
+
+/// A browser-ish client: keeps the CSRF cookie by hand, never follows redirects.
+struct Flow {
+    http: reqwest::Client,
+    base: String,
+    client_id: String,
+    verifier: String,
+}
+
+impl Flow {
+    async fn new(relay: &Relay) -> Self {
+        let pem = std::fs::read(relay.ca_file()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = relay.https_url();
+        let r = http
+            .post(format!("{base}/register"))
+            .json(&json!({"client_name": "hostile tests", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let client_id = r.json::<Value>().await.unwrap()["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            http,
+            base,
+            client_id,
+            verifier: "v".repeat(43) + "erifier-for-tests",
+        }
+    }
+
+    fn challenge(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(self.verifier.as_bytes()))
+    }
+
+    fn authorize_query(&self, overrides: &[(&str, Option<&str>)]) -> String {
+        let challenge = self.challenge();
+        let resource = format!("{}/t/shop/mcp", self.base);
+        let mut params: Vec<(&str, String)> = vec![
+            ("response_type", "code".into()),
+            ("client_id", self.client_id.clone()),
+            ("redirect_uri", REDIRECT.into()),
+            ("state", "st8".into()),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256".into()),
+            ("resource", resource),
+            ("scope", "mcp".into()),
+        ];
+        for (k, v) in overrides {
+            params.retain(|(p, _)| p != k);
+            if let Some(v) = v {
+                params.push((k, (*v).to_owned()));
+            }
+        }
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &params {
+            ser.append_pair(k, v);
+        }
+        ser.finish()
+    }
+
+    /// GET the consent page; returns (status, csrf cookie, hidden fields).
+    async fn consent(
+        &self,
+        query: &str,
+    ) -> (
+        u16,
+        Option<String>,
+        Vec<(String, String)>,
+        reqwest::header::HeaderMap,
+    ) {
+        let r = self
+            .http
+            .get(format!("{}/authorize?{query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let cookie = headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+        let html = r.text().await.unwrap();
+        let re = regex_lite(&html);
+        (status, cookie, re, headers)
+    }
+
+    /// Signs in and allows; returns the redirect Location.
+    async fn sign_in(&self, query: &str, password: &str) -> reqwest::Response {
+        let (_, cookie, mut fields, _) = self.consent(query).await;
+        fields.push(("email".into(), EMAIL.into()));
+        fields.push(("password".into(), password.into()));
+        fields.push(("decision".into(), "allow".into()));
+        self.http
+            .post(format!("{}/authorize", self.base))
+            .header("cookie", cookie.unwrap_or_default())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn code(&self) -> String {
+        let r = self.sign_in(&self.authorize_query(&[]), PASSWORD).await;
+        assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let u = url::Url::parse(&loc).unwrap();
+        let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["state"], "st8");
+        assert_eq!(q["iss"], self.base);
+        q["code"].clone()
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn exchange(&self, code: &str, verifier: &str) -> (u16, Value) {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("client_id", &self.client_id),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await
+    }
+}
+
+/// Hidden inputs of a page (name, value), HTML-unescaped.
+fn regex_lite(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let Some((name, rest)) = part.split_once("\" value=\"") else {
+            continue;
+        };
+        let Some((value, _)) = rest.split_once('"') else {
+            continue;
+        };
+        let un = |s: &str| {
+            s.replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        };
+        out.push((un(name), un(value)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_authorization_requests_get_the_rfc_errors() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = db_agent(&relay, dir.path());
+    let f = Flow::new(&relay).await;
+    let base = relay.https_url();
+
+    // Metadata a client discovers.
+    let meta: Value = f
+        .http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+
+    // The happy path, then: a reused code fails and revokes what it issued.
+    let code = f.code().await;
+    let (s, tokens) = f.exchange(&code, &f.verifier).await;
+    assert_eq!(s, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (s, e) = f.exchange(&code, &f.verifier).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "reused code"
+    );
+    let (s, e) = f
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &f.client_id),
+        ])
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "refresh tokens of a reused code are revoked"
+    );
+
+    // The access token works at the tunnel (and only there).
+    let mcp = format!("{base}/t/shop/mcp");
+    let r = f.http.post(&mcp).bearer_auth(&access).header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let streams_before = agent.status().unwrap()["streams_received"]
+        .as_u64()
+        .unwrap();
+
+    // Refresh rotation; reusing the old refresh token revokes the family.
+    let code = f.code().await;
+    let (_, t) = f.exchange(&code, &f.verifier).await;
+    let r1 = t["refresh_token"].as_str().unwrap().to_owned();
+    let (s, t2) = f
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r1),
+            ("client_id", &f.client_id),
+        ])
+        .await;
+    assert_eq!(s, 200, "{t2}");
+    let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2, "rotated");
+    let (s, e) = f
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r1),
+            ("client_id", &f.client_id),
+        ])
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "old refresh token reused"
+    );
+    let (s, _) = f
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r2),
+            ("client_id", &f.client_id),
+        ])
+        .await;
+    assert_eq!(s, 400, "the whole family is revoked after reuse");
+
+    // PKCE mismatch.
+    let code = f.code().await;
+    let (s, e) = f.exchange(&code, &"x".repeat(43)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "PKCE mismatch"
+    );
+
+    // Unknown client, unsupported grant.
+    let (s, e) = f
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("code_verifier", &f.verifier),
+            ("client_id", "nobody"),
+        ])
+        .await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_client")));
+    let (s, e) = f
+        .token(&[("grant_type", "password"), ("client_id", &f.client_id)])
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+
+    // Requests that must never redirect: unknown client, foreign redirect_uri.
+    for (what, q) in [
+        (
+            "unknown client",
+            f.authorize_query(&[("client_id", Some("nobody"))]),
+        ),
+        (
+            "redirect_uri mismatch",
+            f.authorize_query(&[("redirect_uri", Some("https://evil.example.com/cb"))]),
+        ),
+        (
+            "open redirect attempt",
+            f.authorize_query(&[(
+                "redirect_uri",
+                Some("http://127.0.0.1:39999/callback/../../evil"),
+            )]),
+        ),
+    ] {
+        let (status, _, _, headers) = f.consent(&q).await;
+        assert_eq!(status, 400, "{what}");
+        assert!(headers.get("location").is_none(), "{what}: no redirect");
+    }
+
+    // Errors that go back to the client with state and iss.
+    for (what, q, code) in [
+        (
+            "missing resource",
+            f.authorize_query(&[("resource", None)]),
+            "invalid_target",
+        ),
+        (
+            "foreign resource",
+            f.authorize_query(&[("resource", Some("https://evil.example.com/t/shop/mcp"))]),
+            "invalid_target",
+        ),
+        (
+            "no PKCE",
+            f.authorize_query(&[("code_challenge", None)]),
+            "invalid_request",
+        ),
+        (
+            "plain PKCE",
+            f.authorize_query(&[("code_challenge_method", Some("plain"))]),
+            "invalid_request",
+        ),
+        (
+            "implicit flow",
+            f.authorize_query(&[("response_type", Some("token"))]),
+            "unsupported_response_type",
+        ),
+    ] {
+        let r = f
+            .http
+            .get(format!("{base}/authorize?{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{what}");
+        let loc = r.headers()["location"].to_str().unwrap();
+        assert!(loc.starts_with(REDIRECT), "{what}: {loc}");
+        assert!(
+            loc.contains(&format!("error={code}"))
+                && loc.contains("state=st8")
+                && loc.contains("iss="),
+            "{what}: {loc}"
+        );
+    }
+
+    // Missing CSRF token: refused.
+    let r = f
+        .http
+        .post(format!("{base}/authorize"))
+        .form(&[
+            ("email", EMAIL),
+            ("password", PASSWORD),
+            ("decision", "allow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Dynamic registration refuses dangerous redirect URIs and oversized bodies.
+    for uri in [
+        "javascript:alert(1)",
+        "http://evil.example.com/cb",
+        "https://a.example.com/cb#x",
+        "data:text/html,hi",
+    ] {
+        let r = f
+            .http
+            .post(format!("{base}/register"))
+            .json(&json!({"redirect_uris": [uri]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{uri}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_redirect_uri",
+            "{uri}"
+        );
+    }
+    let big = json!({"redirect_uris": [REDIRECT], "client_name": "x".repeat(20_000)});
+    let r = f
+        .http
+        .post(format!("{base}/register"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Brute force: after 5 wrong passwords the account is locked for a while.
+    let q = f.authorize_query(&[]);
+    for _ in 0..5 {
+        let r = f.sign_in(&q, "wrong password!!").await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = f.sign_in(&q, PASSWORD).await;
+    assert_eq!(r.status(), 429, "rate limited even with the right password");
+
+    // None of the above reached the laptop.
+    assert_eq!(
+        agent.status().unwrap()["streams_received"]
+            .as_u64()
+            .unwrap(),
+        streams_before
+    );
+}
