@@ -22,6 +22,11 @@ use crate::oauth::keys::{KeySet, StoredKeySet};
 use crate::oauth::token::{AccessClaims, Validator, unix_now};
 use crate::state_dir::{StateDir, write_private};
 
+/// The `sub` of a user's tokens.
+pub fn user_subject(id: crate::store::UserId) -> String {
+    format!("user-{}", id.0)
+}
+
 /// The scope every tunnel token carries.
 pub const MCP_SCOPE: &str = "mcp";
 
@@ -52,6 +57,19 @@ pub fn save_keys(state: &StateDir, keys: &KeySet) -> anyhow::Result<()> {
         &state.path(KEYS_FILE),
         &serde_json::to_vec_pretty(&keys.to_stored())?,
     )
+}
+
+fn peek_audience(token: &str) -> Option<String> {
+    use base64::Engine;
+    if token.len() > crate::oauth::token::MAX_TOKEN_BYTES {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("aud")?.as_str().map(str::to_owned)
 }
 
 fn read_keys(path: &Path, bytes: &[u8]) -> anyhow::Result<KeySet> {
@@ -209,6 +227,24 @@ impl Auth {
         let issuer = crate::oauth::token::Issuer::new(self.issuer.clone());
         let t = issuer.issue(&keys, grant, unix_now())?;
         Ok((t.into_token(), issuer.ttl().as_secs()))
+    }
+
+    /// Refuses every token of `sub` issued at or before `at` (Unix seconds).
+    pub fn revoke_subject(&self, sub: &str, at: u64) {
+        self.validator.revoke_sub(sub, at);
+    }
+
+    /// Refuses the token with this `jti` until its expiry.
+    pub fn revoke_jti(&self, jti: &str, exp: u64) {
+        self.validator.revoke_jti(jti, exp, unix_now());
+    }
+
+    /// Validates a token's signature and issuer for revocation (any audience
+    /// of this relay); `None` if it is not one of ours.
+    pub fn inspect(&self, token: &str) -> Option<Arc<AccessClaims>> {
+        // Read the audience unverified, then verify everything against it.
+        let aud = peek_audience(token)?;
+        self.validator.validate(token, &aud, unix_now()).ok()
     }
 
     /// The public keys as a JWKS document.

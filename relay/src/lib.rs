@@ -22,6 +22,7 @@ pub mod limits;
 pub mod oauth;
 pub mod proxy;
 pub mod registry;
+pub mod revocation;
 pub mod state_dir;
 pub mod store;
 pub mod tls;
@@ -171,6 +172,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(l) = http_listener {
         tasks.spawn(front::serve(l, None, router.clone(), cancel.clone(), drain));
     }
+    tasks.spawn(revocation::watch(app.clone(), cancel.clone()));
     let agent_tasks = TaskTracker::new();
     tasks.spawn(agents::accept_loop(
         endpoint.clone(),

@@ -130,6 +130,15 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum TokensCommand {
+    /// Revoke every token of a user (access and refresh); a running relay refuses them within a second.
+    Revoke {
+        /// The user's email.
+        #[arg(long)]
+        user: String,
+        /// State directory.
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+    },
     /// Print an access token for one tunnel (default lifetime 15 minutes).
     Issue {
         /// The person (or service) the token speaks for.
@@ -375,22 +384,50 @@ fn state_or_default(state: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 fn access_tokens(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
-    let TokensCommand::Issue {
-        user,
-        tunnel,
-        groups,
-        ttl,
-        public_url,
-        state,
-    } = cmd;
+    use mcp_relay::store::{Email, Store};
+    let (user, tunnel, mut groups, ttl, public_url, state) = match cmd {
+        TokensCommand::Revoke { user, state } => {
+            let state = StateDir::open(&state_or_default(state)?)?;
+            let store =
+                mcp_relay::store::SqliteStore::open(&state.path(mcp_relay::store::DB_FILE))?;
+            let u = store
+                .get_user_by_email(&Email::parse(&user)?)?
+                .with_context(|| format!("no account {user}; see `mcp-relay users list`"))?;
+            let n = store.revoke_user_tokens(u.id)?;
+            eprintln!(
+                "revoked every token of {user} ({n} refresh tokens); a running relay refuses its access tokens within a second"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        TokensCommand::Issue {
+            user,
+            tunnel,
+            groups,
+            ttl,
+            public_url,
+            state,
+        } => (user, tunnel, groups, ttl, public_url, state),
+    };
     let state = StateDir::open(&state_or_default(state)?)?;
+    // Every token has an owner: the user must exist (and be enabled).
+    let store = mcp_relay::store::SqliteStore::open(&state.path(mcp_relay::store::DB_FILE))?;
+    let account = store
+        .get_user_by_email(&Email::parse(&user)?)?
+        .with_context(|| {
+            format!("no account {user}; add it first with `mcp-relay users add {user}`")
+        })?;
+    anyhow::ensure!(!account.disabled, "the account {user} is disabled");
+    for g in &account.groups {
+        if !groups.contains(g) {
+            groups.push(g.clone());
+        }
+    }
     let public_url = public_url_of(public_url.as_ref(), &state)?;
     let keys = mcp_relay::auth::load_or_create_keys(&state)?;
     let issuer = mcp_relay::oauth::token::Issuer::new(public_url.clone()).with_ttl(ttl)?;
-    let email = user.contains('@').then(|| user.clone());
     let grant = mcp_relay::oauth::token::AccessGrant {
-        sub: user,
-        email,
+        sub: mcp_relay::auth::user_subject(account.id),
+        email: Some(account.email.as_str().to_owned()),
         groups,
         client_id: "mcp-relay-cli".to_owned(),
         scope: mcp_relay::auth::MCP_SCOPE.to_owned(),
@@ -398,8 +435,7 @@ fn access_tokens(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
     };
     let token = issuer.issue(&keys, &grant, mcp_relay::oauth::token::unix_now())?;
     eprintln!(
-        "access token for {} on {} (valid {})",
-        grant.sub,
+        "access token for {user} on {} (valid {})",
         grant.resource,
         humantime::format_duration(ttl)
     );

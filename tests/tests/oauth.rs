@@ -527,3 +527,111 @@ async fn hostile_authorization_requests_get_the_rfc_errors() {
         streams_before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_from_the_cli_and_rfc7009_take_effect_within_a_second() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay);
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = db_agent(&relay, dir.path());
+    let f = Flow::new(&relay).await;
+    let mcp = format!("{}/t/shop/mcp", relay.https_url());
+    let ping = |t: String| {
+        let http = f.http.clone();
+        let mcp = mcp.clone();
+        async move {
+            http.post(&mcp)
+                .bearer_auth(t)
+                .header("accept", "application/json, text/event-stream")
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let within_a_second = |t: String| {
+        let ping = &ping;
+        async move {
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(1500) {
+                if ping(t.clone()).await == 401 {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+
+    // RFC 7009 on an access token.
+    let code = f.code().await;
+    let (_, t) = f.exchange(&code, &f.verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(ping(access.clone()).await, 200);
+    let r = f
+        .http
+        .post(format!("{}/revoke", relay.https_url()))
+        .form(&[
+            ("token", access.as_str()),
+            ("client_id", f.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        ping(access.clone()).await,
+        401,
+        "revoked at once by /revoke"
+    );
+
+    // `mcp-relay tokens revoke --user` from another process.
+    let code = f.code().await;
+    let (_, t) = f.exchange(&code, &f.verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(ping(access.clone()).await, 200);
+    // Tokens issued in the same second as a revocation are refused too (fail
+    // closed); wait a second so the next sign-in is clearly after it.
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["tokens", "revoke", "--user", EMAIL, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        within_a_second(access).await,
+        "CLI revocation reached the running relay"
+    );
+    let (s, _) = f
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &f.client_id),
+        ])
+        .await;
+    assert_eq!(s, 400, "refresh tokens revoked too");
+
+    // `mcp-relay users disable`.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let code = f.code().await;
+    let (_, t) = f.exchange(&code, &f.verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(ping(access.clone()).await, 200);
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "disable", EMAIL, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        within_a_second(access).await,
+        "disabling the account revoked its tokens"
+    );
+    let r = f.sign_in(&f.authorize_query(&[]), PASSWORD).await;
+    assert_eq!(r.status(), 401, "a disabled account cannot sign in");
+}

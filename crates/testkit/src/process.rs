@@ -344,6 +344,25 @@ impl Relay {
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
+    /// `mcp-relay users add EMAIL` unless it exists.
+    pub fn ensure_user(&self, email: &str) -> anyhow::Result<()> {
+        let list = Command::new(bin_path("mcp-relay"))
+            .args(["users", "list", "--state"])
+            .arg(self.state.path())
+            .output()?;
+        if String::from_utf8_lossy(&list.stdout).contains(&format!("\t{email}\t")) {
+            return Ok(());
+        }
+        let out = Command::new(bin_path("mcp-relay"))
+            .args(["users", "add", email, "--state"])
+            .arg(self.state.path())
+            .output()?;
+        if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("exists") {
+            bail!("users add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// `kill -9` the relay.
     pub fn kill9(&mut self) {
         self.proc.kill();
@@ -394,8 +413,10 @@ impl Relay {
         self.access_token_with(tunnel, &[])
     }
 
-    /// `mcp-relay tokens issue` with extra arguments (`--ttl`, `--group`, …).
+    /// `mcp-relay tokens issue` with extra arguments (`--ttl`, `--group`, …),
+    /// for the account `tester@example.com` (added on first use).
     pub fn access_token_with(&self, tunnel: &str, extra: &[&str]) -> anyhow::Result<String> {
+        self.ensure_user("tester@example.com")?;
         let out = Command::new(bin_path("mcp-relay"))
             .args([
                 "tokens",

@@ -241,7 +241,8 @@ async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Fai
                     "redirect_uri is missing".into(),
                 ));
             }
-            p if client.redirect_uris.iter().any(|r| r == p) => p.to_owned(),
+            // Exact match, but a loopback redirect may use any port (RFC 8252 §7.3).
+        p if crate::oauth::registration::redirect_uri_matches(&client.redirect_uris, p) => p.to_owned(),
             _ => return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
                 "Invalid redirect",

@@ -16,6 +16,8 @@ pub async fn authorization_server(State(app): State<Arc<App>>) -> Response {
         "authorization_endpoint": format!("{base}/authorize"),
         "token_endpoint": format!("{base}/token"),
         "registration_endpoint": format!("{base}/register"),
+        "revocation_endpoint": format!("{base}/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

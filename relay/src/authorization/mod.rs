@@ -19,6 +19,7 @@ pub mod pages;
 pub mod password;
 pub mod pkce;
 pub mod register;
+pub mod revoke;
 pub mod setup;
 pub mod token;
 
@@ -44,6 +45,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/authorize", get(authorize::show).post(authorize::submit))
         .route("/token", post(token::token))
         .route("/register", post(register::register))
+        .route("/revoke", post(revoke::revoke))
         .route("/setup", get(setup::show).post(setup::submit))
         .route(
             "/.well-known/oauth-authorization-server",

@@ -253,7 +253,7 @@ async fn issue(
         }
     };
     let grant = AccessGrant {
-        sub: format!("user-{}", user.id.0),
+        sub: crate::auth::user_subject(user.id),
         email: Some(user.email.as_str().to_owned()),
         groups: user.groups.clone(),
         client_id: client_id.clone(),

@@ -15,5 +15,7 @@
 
 pub mod assertion;
 pub mod cache;
+pub mod cimd;
 pub mod keys;
+pub mod registration;
 pub mod token;

@@ -64,6 +64,11 @@ pub const MAX_CLIENT_NAME_BYTES: usize = 256;
 /// Longest `scope` value in bytes (1 KiB): the store's limit on a scope.
 pub const MAX_SCOPE_BYTES: usize = 1024;
 
+/// Largest accepted metadata as stored, in bytes of JSON (16 KiB): the
+/// store's limit on a client's metadata. Only reachable by a body near
+/// [`MAX_REGISTRATION_BODY_BYTES`], since the defaults we add are small.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
 /// The limits a registration is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationLimits {
@@ -359,14 +364,25 @@ pub fn validate_metadata(
     let client_uri = https_uri(map, "client_uri", limits)?;
     let logo_uri = https_uri(map, "logo_uri", limits)?;
     let scope = scope(map)?;
-    Ok(ValidatedRegistration {
+    let reg = ValidatedRegistration {
         redirect_uris,
         grant_types,
         client_name,
         client_uri,
         logo_uri,
         scope,
-    })
+    };
+    let stored = reg.metadata().to_string().len();
+    if stored > MAX_METADATA_BYTES {
+        return Err(RegistrationError::InvalidMetadata {
+            field: "redirect_uris",
+            reason: format!(
+                "the registration would take {stored} bytes to store; the limit is \
+                 {MAX_METADATA_BYTES} (use fewer or shorter URIs)"
+            ),
+        });
+    }
+    Ok(reg)
 }
 
 /// The RFC 7591 §3.2.1 response for a registered client (a public client: no
@@ -846,7 +862,8 @@ mod tests {
             assert_eq!(check_redirect_uri(uri, &limits()), Ok(kind), "{uri}");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_REDIRECT_URI_BYTES));
-        let bad: &[(&str, fn(&RedirectUriError) -> bool)] = &[
+        type Expect = fn(&RedirectUriError) -> bool;
+        let bad: &[(&str, Expect)] = &[
             ("javascript:alert(1)", |e| {
                 matches!(e, RedirectUriError::ForbiddenScheme { .. })
             }),
@@ -967,6 +984,16 @@ mod tests {
         let eleven: Vec<String> = (0..11).map(|i| format!("https://a.example/{i}")).collect();
         let err = register(json!({ "redirect_uris": eleven })).unwrap_err();
         assert!(matches!(err, RegistrationError::RedirectUris(_)), "{err}");
+        let huge: Vec<String> = (0..10)
+            .map(|i| format!("https://a.example/{i}/{}", "x".repeat(1900)))
+            .collect();
+        let body = json!({ "redirect_uris": huge });
+        let big_limits = RegistrationLimits {
+            max_body_bytes: 64 * 1024,
+            ..limits()
+        };
+        let err = validate_registration(body.to_string().as_bytes(), &big_limits).unwrap_err();
+        assert_eq!(err.error_code(), "invalid_client_metadata", "{err}");
         let ten = &eleven[..10];
         assert_eq!(
             register(json!({ "redirect_uris": ten }))

@@ -1,0 +1,65 @@
+//! Brings admin changes made by the CLI (another process writing the same
+//! state database) into the running relay within a second: the store's
+//! revision counter is polled, and on change revoked users and access-token
+//! ids are pushed into the bearer check's cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::auth::user_subject;
+use crate::oauth::token::unix_now;
+
+/// How often the store's revision is checked (the "within 1 s" of revocation).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(400);
+
+/// Runs until `shutdown`.
+pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
+    let mut last_revision: Option<i64> = None;
+    let mut applied: HashMap<i64, i64> = HashMap::new();
+    loop {
+        let store = app.store.clone();
+        let seen = last_revision;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let rev = store.revision()?;
+            if Some(rev) == seen {
+                return Ok(None);
+            }
+            let now = unix_now() as i64;
+            Ok::<_, crate::store::StoreError>(Some((
+                rev,
+                store.list_users()?,
+                store.revoked_jtis(now)?,
+            )))
+        })
+        .await;
+        match snapshot {
+            Ok(Ok(Some((rev, users, jtis)))) => {
+                for u in users {
+                    if let Some(at) = u.tokens_revoked_at
+                        && applied.get(&u.id.0) != Some(&at)
+                    {
+                        tracing::info!(user = u.email.as_str(), "revoking the user's tokens");
+                        app.auth
+                            .revoke_subject(&user_subject(u.id), at.max(0) as u64);
+                        applied.insert(u.id.0, at);
+                    }
+                }
+                for j in jtis {
+                    app.auth.revoke_jti(&j.jti, j.expires_at.max(0) as u64);
+                }
+                last_revision = Some(rev);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading revocations from the store failed"),
+            Err(e) => tracing::warn!(error = %e, "revocation task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
