@@ -23,6 +23,8 @@ pub struct App {
     pub auth: Auth,
     /// Users, clients, codes, refresh tokens.
     pub store: std::sync::Arc<dyn crate::store::Store>,
+    /// Fetches client metadata documents (https `client_id`s).
+    pub cimd: crate::oauth::cimd::CimdFetcher,
     /// Failed sign-ins.
     pub login_limiter: crate::authorization::limiter::LoginLimiter,
     /// Which Host/Origin values the MCP path accepts.
@@ -44,7 +46,10 @@ impl App {
         registry: Registry,
         tokens: AgentTokens,
         quic_port: u16,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let cimd = crate::oauth::cimd::CimdFetcher::new(cimd_config(&config)?)
+            .context("setting up the client metadata fetcher")?;
         let public_host = url::Url::parse(&public_url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -55,10 +60,11 @@ impl App {
             &config.allowed_origins,
             config.dev,
         );
-        Self {
+        Ok(Self {
             public_url,
             auth,
             store,
+            cimd,
             login_limiter: Default::default(),
             host_policy,
             config,
@@ -66,7 +72,7 @@ impl App {
             tokens,
             quic_port,
             next_request_id: AtomicU64::new(1),
-        }
+        })
     }
 
     /// A fresh request id.
@@ -78,4 +84,23 @@ impl App {
     pub fn public_mcp_url(&self, tunnel: &TunnelName) -> String {
         format!("{}/t/{tunnel}/mcp", self.public_url)
     }
+}
+
+/// The client-metadata fetcher's settings, with the test-only escape hatches.
+fn cimd_config(config: &Config) -> anyhow::Result<crate::oauth::cimd::CimdConfig> {
+    let mut c = crate::oauth::cimd::CimdConfig {
+        allow: crate::oauth::cimd::AllowList::new(config.cimd_test_allow_hosts.iter()),
+        ..Default::default()
+    };
+    if !config.cimd_test_allow_hosts.is_empty() {
+        tracing::warn!(hosts = ?config.cimd_test_allow_hosts, "TEST ONLY: client metadata may be fetched from loopback for these hosts");
+    }
+    if let Some(ca) = &config.cimd_test_ca {
+        use anyhow::Context;
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            c.extra_roots_der.push(cert?.to_vec());
+        }
+    }
+    Ok(c)
 }

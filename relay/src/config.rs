@@ -43,6 +43,11 @@ pub struct FileConfig {
     pub no_auth: Option<bool>,
     /// Extra host names the relay answers to besides the public URL's (e.g. an alias).
     pub allowed_hosts: Option<Vec<String>>,
+    /// TEST ONLY: host names whose client metadata documents may be fetched
+    /// from loopback addresses (the SSRF guard refuses loopback otherwise).
+    pub cimd_test_allow_hosts: Option<Vec<String>>,
+    /// TEST ONLY: an extra CA (PEM) trusted when fetching client metadata documents.
+    pub cimd_test_ca: Option<PathBuf>,
     /// Web origins (e.g. `https://app.example.com`) whose browsers may call tunnels.
     pub allowed_origins: Option<Vec<String>>,
     /// Limits (see `RelayLimits`).
@@ -83,6 +88,10 @@ pub struct Config {
     pub no_auth: bool,
     /// Extra accepted `Host` names.
     pub allowed_hosts: Vec<String>,
+    /// TEST ONLY: loopback-allowed hosts for client metadata documents.
+    pub cimd_test_allow_hosts: Vec<String>,
+    /// TEST ONLY: extra CA for client metadata documents.
+    pub cimd_test_ca: Option<PathBuf>,
     /// Extra accepted `Origin`s.
     pub allowed_origins: Vec<String>,
 }
@@ -188,6 +197,8 @@ impl Config {
             limits,
             no_auth: o.no_auth || file.no_auth.unwrap_or(false),
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
+            cimd_test_allow_hosts: file.cimd_test_allow_hosts.unwrap_or_default(),
+            cimd_test_ca: file.cimd_test_ca,
             allowed_origins: file.allowed_origins.unwrap_or_default(),
         })
     }

@@ -136,7 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         registry,
         tokens,
         quic_addr.port(),
-    ));
+    )?);
     let endpoints = Endpoints {
         https: https_addr,
         quic: quic_addr,

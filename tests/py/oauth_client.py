@@ -1,6 +1,8 @@
 """The official Python SDK's OAuth client (mcp 2.x) against the relay, headless.
 
-Usage: python oauth_client.py URL CA_FILE EMAIL PASSWORD
+Usage: python oauth_client.py URL CA_FILE EMAIL PASSWORD [CLIENT_METADATA_URL]
+With CLIENT_METADATA_URL the client identifies itself by that Client ID Metadata Document
+instead of registering (DCR).
 It sends no token, follows the 401 to the protected-resource and authorization-server
 metadata, registers by DCR, "opens the browser" by driving the relay's sign-in and
 consent form with a cookie-keeping HTTP client, exchanges the code (PKCE), then lists
@@ -39,7 +41,7 @@ class Memory(TokenStorage):
         self.client = client_info
 
 
-async def run(url: str, ca: str, email: str, password: str) -> dict:
+async def run(url: str, ca: str, email: str, password: str, metadata_url: str | None) -> dict:
     out: dict = {}
     browser = httpx2.AsyncClient(verify=ca, follow_redirects=False, timeout=30)
     got: dict = {}
@@ -72,6 +74,7 @@ async def run(url: str, ca: str, email: str, password: str) -> dict:
         storage,
         redirect_handler,
         callback_handler,
+        client_metadata_url=metadata_url,
     )
     async with httpx2.AsyncClient(verify=ca, timeout=30, auth=auth) as http:
         async with Client(streamable_http_client(url, http_client=http), mode="legacy") as client:
@@ -88,7 +91,8 @@ async def run(url: str, ca: str, email: str, password: str) -> dict:
 
 def main() -> None:
     url, ca, email, password = sys.argv[1:5]
-    print(json.dumps(anyio.run(run, url, ca, email, password)))
+    metadata_url = sys.argv[5] if len(sys.argv) > 5 else None
+    print(json.dumps(anyio.run(run, url, ca, email, password, metadata_url)))
 
 
 if __name__ == "__main__":

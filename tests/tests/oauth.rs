@@ -635,3 +635,128 @@ async fn revocations_from_the_cli_and_rfc7009_take_effect_within_a_second() {
     let r = f.sign_in(&f.authorize_query(&[]), PASSWORD).await;
     assert_eq!(r.status(), 401, "a disabled account cannot sign in");
 }
+
+/// Serves one client metadata document over HTTPS on 127.0.0.1 with a
+/// certificate for `localhost` from a CA made here; returns (url, CA PEM).
+async fn serve_client_metadata() -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("https://localhost:{port}/client.json");
+    let doc = json!({
+        "client_id": url,
+        "client_name": "CIMD test client",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+    .to_string();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let doc = doc.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                    doc.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (url, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_identifies_itself_with_a_client_metadata_document() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (metadata_url, ca_pem) = serve_client_metadata().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("cimd-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# TEST ONLY escape hatches: fetch this loopback metadata document.\ncimd_test_allow_hosts = [\"localhost\"]\ncimd_test_ca = \"{}\"\n",
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    add_user(&relay);
+    let agent = db_agent(&relay, dir.path());
+    let v = run_python_driver(
+        "oauth_client.py",
+        &[
+            agent.public_url.as_ref(),
+            relay.ca_file().as_os_str(),
+            EMAIL.as_ref(),
+            PASSWORD.as_ref(),
+            metadata_url.as_ref(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nrelay:\n{}", relay.output()));
+    assert_eq!(
+        v["registered_client"], metadata_url,
+        "the URL is the client id"
+    );
+    assert_eq!(v["list_tables_error"], false);
+    assert!(
+        v["authorize_url"]
+            .as_str()
+            .unwrap()
+            .contains("client_id=https")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_documents_on_internal_addresses_are_refused_before_connecting() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    let f = Flow::new(&relay).await;
+    for client_id in [
+        "https://127.0.0.1/client.json",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/c.json",
+        "https://localhost/c.json",
+    ] {
+        let q = f.authorize_query(&[("client_id", Some(client_id))]);
+        let (status, _, _, headers) = f.consent(&q).await;
+        assert_eq!(status, 400, "{client_id}");
+        assert!(headers.get("location").is_none(), "{client_id}");
+    }
+}

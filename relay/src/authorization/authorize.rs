@@ -216,11 +216,16 @@ async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Fai
             "client_id is missing".into(),
         ));
     }
-    let cid = client_id.clone();
-    let client = blocking(&app.store, move |s| s.get_client(&cid))
-        .await
-        .ok()
-        .flatten();
+    let client = match super::clients::resolve(app, &client_id).await {
+        Ok(c) => c,
+        Err(why) => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                format!("the application's metadata document could not be used: {why}"),
+            ));
+        }
+    };
     let Some(client) = client.filter(|c| c.revoked_at.is_none()) else {
         return Err(Failure::Page(
             StatusCode::BAD_REQUEST,
@@ -242,7 +247,9 @@ async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Fai
                 ));
             }
             // Exact match, but a loopback redirect may use any port (RFC 8252 §7.3).
-        p if crate::oauth::registration::redirect_uri_matches(&client.redirect_uris, p) => p.to_owned(),
+            p if crate::oauth::registration::redirect_uri_matches(&client.redirect_uris, p) => {
+                p.to_owned()
+            }
             _ => return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
                 "Invalid redirect",

@@ -26,6 +26,7 @@ pub async fn authorization_server(State(app): State<Arc<App>>) -> Response {
         "token_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": [MCP_SCOPE],
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
     }))

@@ -13,6 +13,7 @@
 //! link to `/setup`, where the person chooses a password (argon2id).
 
 pub mod authorize;
+pub mod clients;
 pub mod limiter;
 pub mod metadata;
 pub mod pages;
