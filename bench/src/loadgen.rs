@@ -38,6 +38,8 @@ pub struct Target {
     addrs: Vec<SocketAddr>,
     /// TLS connector and the name to verify, for `https` URLs.
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `Authorization` header to send (from `LOADGEN_BEARER`, for auth-on runs).
+    authorization: Option<HeaderValue>,
 }
 
 impl Target {
@@ -83,11 +85,19 @@ impl Target {
             .parse()
             .context("building the request path")?;
         let host = HeaderValue::from_str(authority.as_str()).context("building the Host header")?;
+        let authorization = match std::env::var("LOADGEN_BEARER") {
+            Ok(t) if !t.is_empty() => Some(
+                HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                    .context("LOADGEN_BEARER is not a valid header value")?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             path,
             host,
             addrs,
             tls,
+            authorization,
         })
     }
 }
@@ -200,9 +210,12 @@ impl Conn {
             .header(
                 ACCEPT,
                 HeaderValue::from_static("application/json, text/event-stream"),
-            )
-            .body(Full::new(body))
-            .context("building the request")?;
+            );
+        let req = match &target.authorization {
+            Some(a) => req.header(hyper::header::AUTHORIZATION, a.clone()),
+            None => req,
+        };
+        let req = req.body(Full::new(body)).context("building the request")?;
         self.sender.ready().await.context("connection closed")?;
         let resp = self.sender.send_request(req).await.context("sending")?;
         let status = resp.status();
