@@ -760,3 +760,86 @@ async fn metadata_documents_on_internal_addresses_are_refused_before_connecting(
         assert!(headers.get("location").is_none(), "{client_id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_time_setup_link_sets_a_password_once() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["users", "add", "bob@example.com", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/setup?token=", relay.https_url())),
+        "{link}"
+    );
+    let f = Flow::new(&relay).await;
+    let page = f.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut fields = regex_lite(&page.text().await.unwrap());
+    // Too short: refused, nothing consumed.
+    fields.push(("password".into(), "short".into()));
+    let r = f
+        .http
+        .post(format!("{}/setup", relay.https_url()))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.text().await.unwrap().contains("at least"),
+        "weak password refused"
+    );
+    fields.pop();
+    fields.push(("password".into(), "a much longer passphrase".into()));
+    let r = f
+        .http
+        .post(format!("{}/setup", relay.https_url()))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Password set"));
+    // The link is single-use.
+    let again = f
+        .http
+        .post(format!("{}/setup", relay.https_url()))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    assert_eq!(f.http.get(&link).send().await.unwrap().status(), 400);
+    // Without the CSRF cookie: refused.
+    let r = f
+        .http
+        .post(format!("{}/setup", relay.https_url()))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let list = Command::new(bin_path("mcp-relay"))
+        .args(["users", "list", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout)
+            .contains("bob@example.com\tactive\tgroups=\tpassword set")
+    );
+}

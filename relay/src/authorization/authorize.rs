@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mcp_tunnel_proto::TunnelName;
 
 use super::pages::{self, Consent};
-use super::{
-    CODE_TTL_SECS, MAX_FORM_BYTES, blocking, cookie, field, parse_form, password, pkce, repeated,
-};
+use super::{CODE_TTL_SECS, blocking, cookie, field, parse_form, password, pkce, repeated};
 use crate::app::App;
 use crate::store::{Email, NewCode, Secret, UserId};
 
@@ -65,27 +63,15 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if body.len() > MAX_FORM_BYTES {
-        return pages::error_page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request too large",
-            "The form is larger than this relay accepts.",
-        );
-    }
-    let form = parse_form(&body);
-    let csrf_ok = match (field(&form, "csrf"), cookie(&headers, CSRF_COOKIE)) {
-        (Some(f), Some(c)) if !f.is_empty() => {
-            subtle::ConstantTimeEq::ct_eq(f.as_bytes(), c.as_bytes()).into()
-        }
-        _ => false,
+    let form = match super::checked_form(
+        &headers,
+        &body,
+        CSRF_COOKIE,
+        "Go back to the application and start signing in again.",
+    ) {
+        Ok(f) => f,
+        Err(r) => return *r,
     };
-    if !csrf_ok {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "This form could not be verified (missing or wrong CSRF token). Go back to the application and start signing in again.",
-        );
-    }
     let decision = field(&form, "decision").unwrap_or("").to_owned();
     let email_raw = field(&form, "email").unwrap_or("").to_owned();
     let password_raw = field(&form, "password").unwrap_or("").to_owned();

@@ -73,6 +73,39 @@ where
         })?
 }
 
+/// A posted form, size-checked and CSRF-checked (double-submit: the hidden
+/// `csrf` field must equal the `cookie_name` cookie); `Err` is the page to show.
+pub fn checked_form(
+    headers: &HeaderMap,
+    body: &[u8],
+    cookie_name: &str,
+    what_to_do: &str,
+) -> Result<Vec<(String, String)>, Box<axum::response::Response>> {
+    use axum::http::StatusCode;
+    if body.len() > MAX_FORM_BYTES {
+        return Err(Box::new(pages::error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The form is larger than this relay accepts.",
+        )));
+    }
+    let form = parse_form(body);
+    let ok = match (field(&form, "csrf"), cookie(headers, cookie_name)) {
+        (Some(f), Some(c)) if !f.is_empty() => {
+            subtle::ConstantTimeEq::ct_eq(f.as_bytes(), c.as_bytes()).into()
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(Box::new(pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            &format!("This form could not be verified (missing or wrong CSRF token). {what_to_do}"),
+        )));
+    }
+    Ok(form)
+}
+
 /// A cookie's value from the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

@@ -8,7 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::{MAX_FORM_BYTES, blocking, cookie, field, pages, parse_form, password};
+use super::{blocking, cookie, field, pages, parse_form, password};
 use crate::app::App;
 use crate::store::{PasswordHash, Secret, TokenHash};
 
@@ -51,27 +51,11 @@ pub async fn show(
 
 /// `POST /setup`
 pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if body.len() > MAX_FORM_BYTES {
-        return pages::error_page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request too large",
-            "The form is larger than this relay accepts.",
-        );
-    }
-    let form = parse_form(&body);
-    let csrf_ok = match (field(&form, "csrf"), cookie(&headers, CSRF_COOKIE)) {
-        (Some(f), Some(c)) if !f.is_empty() => {
-            subtle::ConstantTimeEq::ct_eq(f.as_bytes(), c.as_bytes()).into()
-        }
-        _ => false,
-    };
-    if !csrf_ok {
-        return pages::error_page(
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "This form could not be verified (missing or wrong CSRF token). Open the set-up link again.",
-        );
-    }
+    let form =
+        match super::checked_form(&headers, &body, CSRF_COOKIE, "Open the set-up link again.") {
+            Ok(f) => f,
+            Err(r) => return *r,
+        };
     let token = field(&form, "token").unwrap_or("").to_owned();
     let pw = field(&form, "password").unwrap_or("").to_owned();
     if let Err(why) = password::check_new(&pw) {
