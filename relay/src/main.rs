@@ -45,6 +45,9 @@ enum Command {
     /// Manage built-in user accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage service accounts (non-human clients using client_credentials).
+    #[command(subcommand)]
+    ServiceAccounts(ServiceAccountsCommand),
     /// Manage OAuth clients (registered MCP applications).
     #[command(subcommand)]
     Clients(ClientsCommand),
@@ -216,6 +219,35 @@ enum UsersCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ServiceAccountsCommand {
+    /// Create a service account; prints its client id and secret (shown once).
+    Create {
+        /// A name to remember it by.
+        name: String,
+        /// Groups its tokens carry (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Lifetime of the secret, e.g. 90d.
+        #[arg(long, default_value = "90days", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// List service accounts.
+    List {
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Revoke a service account and its tokens.
+    Revoke {
+        /// The client id (mcpsa_…).
+        client_id: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ClientsCommand {
     /// List registered clients.
     List {
@@ -284,6 +316,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(cmd) => access_tokens(cmd),
         Command::Users(cmd) => users(cmd),
         Command::Clients(cmd) => clients(cmd),
+        Command::ServiceAccounts(cmd) => service_accounts(cmd),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -536,6 +569,65 @@ fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("password not accepted: {e}"))?;
             store.set_password_hash(u.id, &PasswordHash::parse(&phc)?)?;
             eprintln!("password set for {email}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn service_accounts(cmd: ServiceAccountsCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::store::{ClientKind, ClientOwner, NewClient, Secret, Store};
+    match cmd {
+        ServiceAccountsCommand::Create {
+            name,
+            groups,
+            ttl,
+            at,
+        } => {
+            let (_, store) = at.open()?;
+            let secret = Secret::generate();
+            let client_id = format!("mcpsa_{}", &Secret::generate().expose()[..24]);
+            let expires = mcp_relay::oauth::token::unix_now() as i64 + ttl.as_secs() as i64;
+            store.insert_client(&NewClient {
+                client_id: client_id.clone(),
+                kind: ClientKind::ServiceAccount,
+                name: name.clone(),
+                redirect_uris: Vec::new(),
+                secret_hash: Some(secret.hash()),
+                owner: ClientOwner::Admin,
+                metadata: serde_json::json!({ "groups": groups }),
+                registered_from: None,
+                expires_at: Some(expires),
+            })?;
+            eprintln!(
+                "service account {name}: client id and secret below (the secret is shown once; it expires in {})",
+                humantime::format_duration(ttl)
+            );
+            println!("{client_id}");
+            println!("{}", secret.expose());
+        }
+        ServiceAccountsCommand::List { at } => {
+            let (_, store) = at.open()?;
+            for c in store
+                .list_clients()?
+                .into_iter()
+                .filter(|c| c.kind == ClientKind::ServiceAccount)
+            {
+                println!(
+                    "{}\t{}\t{}",
+                    c.client_id,
+                    c.name,
+                    if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+        ServiceAccountsCommand::Revoke { client_id, at } => {
+            let (_, store) = at.open()?;
+            store.revoke_client(&client_id)?;
+            eprintln!("revoked service account {client_id}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -33,11 +33,20 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
                 rev,
                 store.list_users()?,
                 store.revoked_jtis(now)?,
+                store.list_clients()?,
             )))
         })
         .await;
         match snapshot {
-            Ok(Ok(Some((rev, users, jtis)))) => {
+            Ok(Ok(Some((rev, users, jtis, clients)))) => {
+                for c in clients {
+                    if c.kind == crate::store::ClientKind::ServiceAccount
+                        && let Some(at) = c.revoked_at
+                    {
+                        app.auth
+                            .revoke_subject(&format!("sa-{}", c.client_id), at.max(0) as u64);
+                    }
+                }
                 for u in users {
                     if let Some(at) = u.tokens_revoked_at
                         && applied.get(&u.id.0) != Some(&at)

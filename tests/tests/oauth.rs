@@ -843,3 +843,111 @@ async fn the_one_time_setup_link_sets_a_password_once() {
             .contains("bob@example.com\tactive\tgroups=\tpassword set")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_use_client_credentials_and_can_be_revoked() {
+    use base64::Engine;
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = db_agent(&relay, dir.path());
+    let out = Command::new(bin_path("mcp-relay"))
+        .args([
+            "service-accounts",
+            "create",
+            "nightly-report",
+            "--group",
+            "bots",
+            "--state",
+        ])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let (id, secret) = (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap().to_owned(),
+    );
+    let f = Flow::new(&relay).await;
+    let base = relay.https_url();
+    let resource = format!("{base}/t/shop/mcp");
+    let basic = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{s}"))
+        )
+    };
+    let token_req = |auth: String, resource: Option<&str>| {
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(r) = resource {
+            form.push(("resource", r.to_owned()));
+        }
+        f.http
+            .post(format!("{base}/token"))
+            .header("authorization", auth)
+            .form(&form)
+            .send()
+    };
+
+    let r = token_req(basic(&secret), Some(&resource)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert!(
+        t.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let call = |tok: String| {
+        f.http
+            .post(&resource)
+            .bearer_auth(tok)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sa","version":"1"}}}))
+            .send()
+    };
+    assert_eq!(call(access.clone()).await.unwrap().status(), 200);
+
+    // Wrong secret, no resource, a foreign resource.
+    let r = token_req(basic("wrong-secret"), Some(&resource))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    let r = token_req(basic(&secret), None).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
+    let r = token_req(basic(&secret), Some("https://evil.example.com/t/shop/mcp"))
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
+    // A service account cannot use the browser flow.
+    let q = f.authorize_query(&[("client_id", Some(&id))]);
+    assert_eq!(f.consent(&q).await.0, 400);
+
+    // Revoked: its secret stops working and its live token is refused within a second.
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["service-accounts", "revoke", &id, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = token_req(basic(&secret), Some(&resource)).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let start = std::time::Instant::now();
+    let mut refused = false;
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        if call(access.clone()).await.unwrap().status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "revoked service account's token still accepted");
+    assert!(
+        agent.status().unwrap()["streams_received"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}

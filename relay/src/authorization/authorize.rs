@@ -212,7 +212,9 @@ async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Fai
             ));
         }
     };
-    let Some(client) = client.filter(|c| c.revoked_at.is_none()) else {
+    let Some(client) = client
+        .filter(|c| c.revoked_at.is_none() && c.kind != crate::store::ClientKind::ServiceAccount)
+    else {
         return Err(Failure::Page(
             StatusCode::BAD_REQUEST,
             "Unknown application",

@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{MAX_FORM_BYTES, REFRESH_TTL_SECS, blocking, field, parse_form, pkce, repeated};
 use crate::app::App;
 use crate::oauth::token::{AccessGrant, unix_now};
-use crate::store::{CodeError, NewRefresh, RefreshError, Secret, TokenHash, User, UserId};
+use crate::store::{
+    ClientKind, CodeError, NewRefresh, RefreshError, Secret, TokenHash, User, UserId,
+};
 
 /// `POST /token`
-pub async fn token(State(app): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if body.len() > MAX_FORM_BYTES {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -40,6 +42,9 @@ pub async fn token(State(app): State<Arc<App>>, body: Bytes) -> Response {
             "invalid_request",
             &format!("{k} appears more than once"),
         );
+    }
+    if field(&form, "grant_type") == Some("client_credentials") {
+        return client_credentials(&app, &headers, &form).await;
     }
     let Some(client_id) = field(&form, "client_id").map(str::to_owned) else {
         return error(
@@ -74,6 +79,125 @@ pub async fn token(State(app): State<Arc<App>>, body: Bytes) -> Response {
             "grant_type is required",
         ),
     }
+}
+
+/// The `client_credentials` grant for service accounts (non-human clients):
+/// client_secret_basic or client_secret_post, a `resource` naming one tunnel,
+/// an access token only (no refresh token).
+async fn client_credentials(app: &App, headers: &HeaderMap, form: &[(String, String)]) -> Response {
+    let (id, secret) = match basic_credentials(headers) {
+        Some(pair) => pair,
+        None => match (field(form, "client_id"), field(form, "client_secret")) {
+            (Some(i), Some(s)) => (i.to_owned(), s.to_owned()),
+            _ => {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "authenticate with HTTP Basic (client_secret_basic) or client_id + client_secret",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"mcp-relay\""),
+                );
+                return r;
+            }
+        },
+    };
+    let (cid, sec) = (id.clone(), secret.clone());
+    let client = blocking(&app.store, move |s| {
+        if !s.verify_client_secret(&cid, &sec)? {
+            return Ok(None);
+        }
+        s.get_client(&cid)
+    })
+    .await;
+    let client = match client {
+        Ok(Some(c)) if c.kind == ClientKind::ServiceAccount && c.revoked_at.is_none() => c,
+        Ok(_) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown service account, wrong secret, or revoked",
+            );
+        }
+        Err(e) => return server_error(e),
+    };
+    let Some(resource) = field(form, "resource") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource (the tunnel URL, RFC 8707) is required",
+        );
+    };
+    if crate::authorization::authorize::tunnel_of(&app.public_url, resource).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource must be a tunnel URL of this relay: <relay>/t/<tunnel>/mcp",
+        );
+    }
+    let groups = client
+        .metadata
+        .get("groups")
+        .and_then(|g| g.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let grant = AccessGrant {
+        sub: format!("sa-{}", client.client_id),
+        email: None,
+        groups,
+        client_id: client.client_id.clone(),
+        scope: crate::auth::MCP_SCOPE.to_owned(),
+        resource: resource.to_owned(),
+    };
+    let cid = client.client_id.clone();
+    let _ = blocking(&app.store, move |s| s.touch_client_last_used(&cid)).await;
+    match app.auth.issue(&grant) {
+        Ok((token, ttl)) => {
+            let mut r = axum::Json(serde_json::json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": ttl,
+                "scope": crate::auth::MCP_SCOPE,
+            }))
+            .into_response();
+            no_store(&mut r);
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a service-account token failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the relay could not sign a token",
+            )
+        }
+    }
+}
+
+/// `Authorization: Basic base64(client_id:client_secret)` (RFC 6749 §2.3.1,
+/// both parts form-urlencoded).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((dec(id)?, dec(secret)?))
 }
 
 async fn code_grant(app: &App, form: &[(String, String)], client_id: String) -> Response {
