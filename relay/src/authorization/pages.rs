@@ -24,10 +24,22 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#111}\
 label{display:block;margin-top:1rem;font-weight:600}input[type=email],input[type=password]{width:100%;padding:.5rem;font-size:1rem}\
 .actions{margin-top:1.5rem;display:flex;gap:1rem}button{padding:.6rem 1.2rem;font-size:1rem}\
-.error{background:#fee;border:1px solid #c00;padding:.5rem 1rem}.box{background:#f6f6f6;padding:.5rem 1rem;border-radius:4px}";
+.error{background:#fee;border:1px solid #c00;padding:.5rem 1rem}.box{background:#f6f6f6;padding:.5rem 1rem;border-radius:4px}code{word-break:break-all}";
 
 /// Wraps `body` in a page with security headers.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_with_form_target(status, title, body, None)
+}
+
+/// Like [`page`], also allowing the form's submission to redirect to
+/// `form_target` (an origin): browsers apply CSP `form-action` to the
+/// redirect that follows a form post.
+pub fn page_with_form_target(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>{t} · mcp-relay</title><style>{STYLE}</style></head><body><main><h1>{t}</h1>{body}</main></body></html>",
@@ -35,10 +47,16 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    let form_action = match form_target {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_owned(),
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'"
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -66,6 +84,8 @@ pub struct Consent<'a> {
     pub client_id: &'a str,
     /// Host the code goes back to.
     pub redirect_host: &'a str,
+    /// Origin of the redirect URI (the consent form's post redirects there).
+    pub redirect_origin: &'a str,
     /// Tunnel being granted.
     pub tunnel: &'a str,
     /// Hidden form fields (the original authorization request).
@@ -109,7 +129,12 @@ pub fn consent(c: &Consent<'_>) -> Response {
 <button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>",
         escape(c.csrf)
     ));
-    page(StatusCode::OK, "Sign in to allow access", &body)
+    page_with_form_target(
+        StatusCode::OK,
+        "Sign in to allow access",
+        &body,
+        Some(c.redirect_origin),
+    )
 }
 
 /// The set-password form reached from `mcp-relay users add`'s link.
