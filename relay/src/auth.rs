@@ -234,6 +234,11 @@ impl Auth {
         self.validator.revoke_sub(sub, at);
     }
 
+    /// Refuses every token issued to this OAuth client at or before `at`.
+    pub fn revoke_client(&self, client_id: &str, at: u64) {
+        self.validator.revoke_client(client_id, at, unix_now());
+    }
+
     /// Refuses the token with this `jti` until its expiry.
     pub fn revoke_jti(&self, jti: &str, exp: u64) {
         self.validator.revoke_jti(jti, exp, unix_now());

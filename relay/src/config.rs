@@ -52,6 +52,49 @@ pub struct FileConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Limits (see `RelayLimits`).
     pub limits: Option<RelayLimits>,
+    /// Sign-in through an upstream OpenID Connect provider (see [`OidcConfig`]).
+    pub oidc: Option<OidcConfig>,
+    /// Show the built-in account (email + password) form on the sign-in page
+    /// (default `true`; set `false` when everyone signs in through `[oidc]`).
+    pub password_login: Option<bool>,
+}
+
+/// `[oidc]`: people sign in at an OpenID Connect provider (Google, Entra ID,
+/// Okta, Keycloak, Dex, …) instead of, or beside, built-in accounts.
+///
+/// Register the relay at the provider as a confidential web client with the
+/// redirect URI `<public_url>/oidc/callback`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is at
+    /// `<issuer>/.well-known/openid-configuration`). https, or http on loopback only.
+    pub issuer: Url,
+    /// The client id the provider gave the relay.
+    pub client_id: String,
+    /// The client secret; prefer `client_secret_file` or the
+    /// `MCP_RELAY_OIDC_CLIENT_SECRET` environment variable.
+    pub client_secret: Option<String>,
+    /// A file holding the client secret (trailing whitespace ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// Button label: "Sign in with <name>" (default: the issuer's host).
+    pub display_name: Option<String>,
+    /// Scopes to ask for (default `["openid", "email", "profile"]`; `openid` is always added).
+    pub scopes: Option<Vec<String>>,
+    /// The claim (in the ID token or at the userinfo endpoint) that lists the
+    /// person's groups (default `groups`).
+    pub groups_claim: Option<String>,
+    /// Email domains whose people may sign in and get an account on first
+    /// sign-in (e.g. `["example.com"]`). People added with `mcp-relay users add`
+    /// may always sign in. Empty (the default): only those.
+    pub allowed_domains: Option<Vec<String>>,
+    /// Anyone the provider authenticates may sign in (default `false`; only
+    /// for a provider that already restricts who has an account).
+    pub allow_any_email: Option<bool>,
+    /// Refuse sign-ins whose `email_verified` claim is not `true` (default `true`).
+    pub require_verified_email: Option<bool>,
+    /// An extra CA certificate (PEM) to trust for the provider (private CAs).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -94,6 +137,132 @@ pub struct Config {
     pub cimd_test_ca: Option<PathBuf>,
     /// Extra accepted `Origin`s.
     pub allowed_origins: Vec<String>,
+    /// Upstream OIDC sign-in, if configured (validated).
+    pub oidc: Option<OidcSettings>,
+    /// Whether the built-in email + password form is offered.
+    pub password_login: bool,
+}
+
+/// `[oidc]`, checked and with defaults applied.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// Issuer URL.
+    pub issuer: Url,
+    /// Client id at the provider.
+    pub client_id: String,
+    /// Client secret at the provider (`None`: a public client, PKCE only).
+    pub client_secret: Option<String>,
+    /// Button label.
+    pub display_name: String,
+    /// Scopes (always with `openid`).
+    pub scopes: Vec<String>,
+    /// Name of the groups claim.
+    pub groups_claim: String,
+    /// Lower-case email domains allowed to sign in.
+    pub allowed_domains: Vec<String>,
+    /// Anyone the provider authenticates may sign in.
+    pub allow_any_email: bool,
+    /// `email_verified` must be true.
+    pub require_verified_email: bool,
+    /// Extra CA (PEM) for the provider.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "MASKED"),
+            )
+            .field("display_name", &self.display_name)
+            .field("scopes", &self.scopes)
+            .field("groups_claim", &self.groups_claim)
+            .field("allowed_domains", &self.allowed_domains)
+            .field("allow_any_email", &self.allow_any_email)
+            .field("require_verified_email", &self.require_verified_email)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcConfig {
+    /// Checks the section and applies defaults; `env_secret` is
+    /// `MCP_RELAY_OIDC_CLIENT_SECRET`.
+    pub fn settle(self, env_secret: Option<String>) -> anyhow::Result<OidcSettings> {
+        let host = self.issuer.host_str().unwrap_or_default().to_owned();
+        let loopback = match self.issuer.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match self.issuer.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => bail!(
+                "oidc.issuer must be an https URL (http only on loopback), got {}",
+                self.issuer
+            ),
+        }
+        if self.issuer.query().is_some() || self.issuer.fragment().is_some() {
+            bail!("oidc.issuer must not have a query or fragment");
+        }
+        if self.client_id.trim().is_empty() {
+            bail!("oidc.client_id is empty");
+        }
+        let secret = match (self.client_secret, self.client_secret_file, env_secret) {
+            (_, _, Some(env)) if !env.is_empty() => Some(env),
+            (Some(_), Some(_), _) => {
+                bail!("oidc.client_secret and oidc.client_secret_file: give one, not both")
+            }
+            (Some(s), None, _) => Some(s),
+            (None, Some(file), _) => {
+                let text = std::fs::read_to_string(&file).with_context(|| {
+                    format!("reading oidc.client_secret_file {}", file.display())
+                })?;
+                let s = text.trim_end().to_owned();
+                if s.is_empty() {
+                    bail!("oidc.client_secret_file {} is empty", file.display());
+                }
+                Some(s)
+            }
+            (None, None, _) => None,
+        };
+        let mut scopes = self
+            .scopes
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| s.is_empty() || s.chars().any(|c| c == ' ' || c.is_control()))
+        {
+            bail!("oidc.scopes: {bad:?} is not a scope name");
+        }
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        let mut allowed_domains = Vec::new();
+        for d in self.allowed_domains.unwrap_or_default() {
+            let d = d.trim().trim_start_matches('@').to_ascii_lowercase();
+            if d.is_empty() || d.contains(['@', '/', ' ']) || !d.contains('.') {
+                bail!("oidc.allowed_domains: {d:?} is not a domain like \"example.com\"");
+            }
+            allowed_domains.push(d);
+        }
+        Ok(OidcSettings {
+            display_name: self.display_name.unwrap_or(host),
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: secret,
+            scopes,
+            groups_claim: self.groups_claim.unwrap_or_else(|| "groups".into()),
+            allowed_domains,
+            allow_any_email: self.allow_any_email.unwrap_or(false),
+            require_verified_email: self.require_verified_email.unwrap_or(true),
+            ca_file: self.ca_file,
+        })
+    }
 }
 
 /// Flags that override the file (all optional; `None` = not given).
@@ -186,6 +355,17 @@ impl Config {
         if limits.max_streams_per_tunnel == 0 {
             bail!("limits.max_streams_per_tunnel must be at least 1");
         }
+        let oidc = match file.oidc {
+            Some(o) => Some(
+                o.settle(std::env::var("MCP_RELAY_OIDC_CLIENT_SECRET").ok())
+                    .context("in [oidc]")?,
+            ),
+            None => None,
+        };
+        let password_login = file.password_login.unwrap_or(true);
+        if !password_login && oidc.is_none() {
+            bail!("password_login = false needs an [oidc] section, or nobody could sign in");
+        }
         Ok(Self {
             https,
             quic,
@@ -200,6 +380,8 @@ impl Config {
             cimd_test_allow_hosts: file.cimd_test_allow_hosts.unwrap_or_default(),
             cimd_test_ca: file.cimd_test_ca,
             allowed_origins: file.allowed_origins.unwrap_or_default(),
+            oidc,
+            password_login,
         })
     }
 }
@@ -245,6 +427,56 @@ mod tests {
             cfg.public_url, None,
             "dev mode derives it from the bound port"
         );
+    }
+
+    #[test]
+    fn oidc_section_is_checked() {
+        let ok = FileConfig::parse(
+            "[oidc]\nissuer = \"https://idp.example.com/realms/x\"\nclient_id = \"relay\"\nallowed_domains = [\"@Example.com\"]\nscopes = [\"email\"]\n",
+        )
+        .unwrap()
+        .oidc
+        .unwrap()
+        .settle(Some("s3cret".into()))
+        .unwrap();
+        assert_eq!(ok.allowed_domains, ["example.com"]);
+        assert_eq!(ok.scopes, ["openid", "email"]);
+        assert_eq!(ok.client_secret.as_deref(), Some("s3cret"));
+        assert_eq!(ok.display_name, "idp.example.com");
+        assert!(
+            !format!("{ok:?}").contains("s3cret"),
+            "secret leaks in Debug"
+        );
+        for (bad, why) in [
+            (
+                "issuer = \"http://idp.example.com\"\nclient_id = \"r\"",
+                "https",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nclient_id = \" \"",
+                "client_id",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nclient_id = \"r\"\nallowed_domains = [\"a@b.c\"]",
+                "allowed_domains",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nclient_id = \"r\"\nclient_secret = \"a\"\nclient_secret_file = \"/x\"",
+                "not both",
+            ),
+        ] {
+            let err = FileConfig::parse(&format!("[oidc]\n{bad}\n"))
+                .unwrap()
+                .oidc
+                .unwrap()
+                .settle(None)
+                .unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+        let loopback = FileConfig::parse(
+            "[oidc]\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"r\"\nbogus = 1\n",
+        );
+        assert!(format!("{:#}", loopback.unwrap_err()).contains("bogus"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Brings admin changes made by the CLI (another process writing the same
 //! state database) into the running relay within a second: the store's
-//! revision counter is polled, and on change revoked users and access-token
-//! ids are pushed into the bearer check's cache.
+//! revision counter is polled, and on change revoked users, clients and
+//! access-token ids are pushed into the bearer check's cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(400);
 pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
     let mut last_revision: Option<i64> = None;
     let mut applied: HashMap<i64, i64> = HashMap::new();
+    let mut applied_clients: HashMap<String, i64> = HashMap::new();
     loop {
         let store = app.store.clone();
         let seen = last_revision;
@@ -40,12 +41,17 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
         match snapshot {
             Ok(Ok(Some((rev, users, jtis, clients)))) => {
                 for c in clients {
-                    if c.kind == crate::store::ClientKind::ServiceAccount
-                        && let Some(at) = c.revoked_at
-                    {
+                    let Some(at) = c.revoked_at else { continue };
+                    if applied_clients.get(&c.client_id) == Some(&at) {
+                        continue;
+                    }
+                    tracing::info!(client_id = %c.client_id, "revoking the client's tokens");
+                    if c.kind == crate::store::ClientKind::ServiceAccount {
                         app.auth
                             .revoke_subject(&format!("sa-{}", c.client_id), at.max(0) as u64);
                     }
+                    app.auth.revoke_client(&c.client_id, at.max(0) as u64);
+                    applied_clients.insert(c.client_id, at);
                 }
                 for u in users {
                     if let Some(at) = u.tokens_revoked_at

@@ -2,7 +2,9 @@
 
 Usage: python oauth_client.py URL CA_FILE EMAIL PASSWORD [CLIENT_METADATA_URL]
 With CLIENT_METADATA_URL the client identifies itself by that Client ID Metadata Document
-instead of registering (DCR).
+instead of registering (DCR). With PASSWORD "oidc", the person signs in at the relay's
+upstream OpenID Connect provider instead (oidc-provider's development login page, EMAIL as
+the login name), and approves on the relay's consent page.
 It sends no token, follows the 401 to the protected-resource and authorization-server
 metadata, registers by DCR, "opens the browser" by driving the relay's sign-in and
 consent form with a cookie-keeping HTTP client, exchanges the code (PKCE), then lists
@@ -46,9 +48,40 @@ async def run(url: str, ca: str, email: str, password: str, metadata_url: str | 
     browser = httpx2.AsyncClient(verify=ca, follow_redirects=False, timeout=30)
     got: dict = {}
 
+    async def oidc_sign_in(authorize_url: str, page: httpx2.Response) -> str:
+        """Follows "Sign in with ..." through the provider and back; returns the final redirect."""
+        m = re.search(r'<a class="button" href="([^"]+)">Sign in with ([^<]+)</a>', page.text)
+        assert m, page.text
+        out["provider_button"] = html.unescape(m.group(2))
+        resp = await browser.get(urllib.parse.urljoin(authorize_url, html.unescape(m.group(1))))
+        for _ in range(20):
+            if resp.status_code in (302, 303):
+                loc = urllib.parse.urljoin(str(resp.url), resp.headers["location"])
+                if loc.startswith("http://127.0.0.1:39999/"):
+                    return loc
+                resp = await browser.get(loc)
+                continue
+            assert resp.status_code == 200, (resp.status_code, resp.url, resp.text[:2000])
+            form = re.search(r'<form[^>]*action="([^"]+)"[^>]*method="post"|<form[^>]*method="post"[^>]*action="([^"]+)"', resp.text)
+            assert form, resp.text[:2000]
+            action = html.unescape(form.group(1) or form.group(2))
+            fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', resp.text)}
+            if action == "/oidc/consent":
+                out["consent_page"] = re.sub(r"<[^>]+>", " ", resp.text)
+                fields["decision"] = "allow"
+            elif fields.get("prompt") == "login":
+                fields.update(login=email, password="any")
+            resp = await browser.post(urllib.parse.urljoin(str(resp.url), action), data=fields)
+        raise AssertionError("too many steps in the provider sign-in")
+
     async def redirect_handler(authorize_url: str) -> None:
         out["authorize_url"] = authorize_url
         page = await browser.get(authorize_url)
+        if password == "oidc":
+            loc = await oidc_sign_in(authorize_url, page)
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(loc).query)
+            got.update(code=q["code"][0], state=q.get("state", [None])[0], iss=q.get("iss", [None])[0])
+            return
         assert page.status_code == 200, page.text
         fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
         fields.update(email=email, password=password, decision="allow")

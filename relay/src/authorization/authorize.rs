@@ -23,20 +23,21 @@ const CSRF_COOKIE: &str = "mcp_relay_csrf";
 
 /// The validated parts of an authorization request.
 #[derive(Debug)]
-struct Request {
-    client_id: String,
-    client_name: String,
-    redirect_uri: url::Url,
-    state: Option<String>,
-    challenge: String,
-    resource: String,
-    tunnel: TunnelName,
-    scope: String,
-    raw: Vec<(String, String)>,
+pub(super) struct Request {
+    pub(super) client_id: String,
+    pub(super) client_name: String,
+    pub(super) redirect_uri: url::Url,
+    pub(super) state: Option<String>,
+    pub(super) challenge: String,
+    pub(super) resource: String,
+    pub(super) tunnel: TunnelName,
+    pub(super) scope: String,
+    /// The request's own parameters, to carry through forms and sign-ins.
+    pub(super) raw: Vec<(String, String)>,
 }
 
 /// Why an authorization request failed.
-enum Failure {
+pub(super) enum Failure {
     /// Shown on a page: the redirect URI cannot be trusted yet.
     Page(StatusCode, &'static str, String),
     /// Sent back to the client.
@@ -79,7 +80,7 @@ pub async fn submit(
         Ok(r) => r,
         Err(f) => return fail(&app, f),
     };
-    if decision != "allow" {
+    if decision != "allow" || !app.config.password_login {
         return fail(
             &app,
             Failure::Redirect(
@@ -111,6 +112,11 @@ pub async fn submit(
         }
     };
     app.login_limiter.succeeded(&email_raw);
+    grant(&app, req, user).await
+}
+
+/// Issues a code for `user` and sends the browser back to the client.
+pub(super) async fn grant(app: &App, req: Request, user: UserId) -> Response {
     let code = Secret::generate();
     let new = NewCode {
         hash: code.hash(),
@@ -125,7 +131,7 @@ pub async fn submit(
     if let Err(e) = blocking(&app.store, move |s| s.insert_code(&new)).await {
         tracing::error!(error = %e, "storing an authorization code failed");
         return fail(
-            &app,
+            app,
             Failure::Redirect(
                 req.redirect_uri,
                 req.state,
@@ -176,7 +182,8 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| password::hash(Secret::generate().expose()).unwrap_or_default())
 }
 
-async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Failure> {
+/// Checks an authorization request (from the query, a form, or a sign-in in flight).
+pub(super) async fn validate(app: &App, form: Vec<(String, String)>) -> Result<Request, Failure> {
     const ONCE: &[&str] = &[
         "response_type",
         "client_id",
@@ -325,6 +332,12 @@ fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) ->
         .collect();
     let host = req.redirect_uri.host_str().unwrap_or("").to_owned();
     let origin = req.redirect_uri.origin().ascii_serialization();
+    let oidc_href = app.oidc.as_ref().map(|o| {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(req.raw.iter())
+            .finish();
+        (o.display_name().to_owned(), format!("/oidc/start?{q}"))
+    });
     let mut r = pages::consent(&Consent {
         client_name: &req.client_name,
         client_id: &req.client_id,
@@ -334,6 +347,8 @@ fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) ->
         hidden: &hidden,
         csrf: &csrf,
         error,
+        password_login: app.config.password_login,
+        oidc: oidc_href.as_ref().map(|(n, h)| (n.as_str(), h.as_str())),
     });
     let secure = if app.public_url.starts_with("https://") {
         "; Secure"
@@ -351,7 +366,29 @@ fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) ->
     r
 }
 
-fn fail(app: &App, f: Failure) -> Response {
+/// The consent page for a person who signed in at the OIDC provider.
+pub(super) fn render_signed_in(
+    req: &Request,
+    email: &str,
+    provider: &str,
+    ticket: &str,
+) -> Response {
+    let host = req.redirect_uri.host_str().unwrap_or("").to_owned();
+    let origin = req.redirect_uri.origin().ascii_serialization();
+    pages::consent_signed_in(&pages::SignedInConsent {
+        client_name: &req.client_name,
+        client_id: &req.client_id,
+        redirect_host: &host,
+        redirect_origin: &origin,
+        tunnel: req.tunnel.as_str(),
+        email,
+        provider,
+        ticket,
+    })
+}
+
+/// Shows the failure, or sends it back to the client.
+pub(super) fn fail(app: &App, f: Failure) -> Response {
     match f {
         Failure::Page(status, title, message) => pages::error_page(status, title, &message),
         Failure::Redirect(mut uri, state, code, message) => {

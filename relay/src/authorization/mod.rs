@@ -16,6 +16,7 @@ pub mod authorize;
 pub mod clients;
 pub mod limiter;
 pub mod metadata;
+pub mod oidc;
 pub mod pages;
 pub mod password;
 pub mod pkce;
@@ -48,6 +49,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/register", post(register::register))
         .route("/revoke", post(revoke::revoke))
         .route("/setup", get(setup::show).post(setup::submit))
+        .route("/oidc/start", get(oidc::start))
+        .route("/oidc/callback", get(oidc::callback))
+        .route("/oidc/consent", post(oidc::consent))
         .route(
             "/.well-known/oauth-authorization-server",
             get(metadata::authorization_server),

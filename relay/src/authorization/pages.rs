@@ -24,6 +24,7 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#111}\
 label{display:block;margin-top:1rem;font-weight:600}input[type=email],input[type=password]{width:100%;padding:.5rem;font-size:1rem}\
 .actions{margin-top:1.5rem;display:flex;gap:1rem}button{padding:.6rem 1.2rem;font-size:1rem}\
+a.button{display:inline-block;padding:.6rem 1.2rem;border:1px solid #333;border-radius:4px;color:#111;text-decoration:none;background:#eef}\
 .error{background:#fee;border:1px solid #c00;padding:.5rem 1rem}.box{background:#f6f6f6;padding:.5rem 1rem;border-radius:4px}code{word-break:break-all}";
 
 /// Wraps `body` in a page with security headers.
@@ -94,6 +95,62 @@ pub struct Consent<'a> {
     pub csrf: &'a str,
     /// An error from the previous attempt.
     pub error: Option<&'a str>,
+    /// Offer the built-in email + password form.
+    pub password_login: bool,
+    /// An OIDC provider to offer: (name, link that starts the sign-in).
+    pub oidc: Option<(&'a str, &'a str)>,
+}
+
+/// The consent page after a sign-in at the OIDC provider.
+#[derive(Debug)]
+pub struct SignedInConsent<'a> {
+    /// Client name as registered.
+    pub client_name: &'a str,
+    /// Client id.
+    pub client_id: &'a str,
+    /// Host the code goes back to.
+    pub redirect_host: &'a str,
+    /// Origin of the redirect URI.
+    pub redirect_origin: &'a str,
+    /// Tunnel being granted.
+    pub tunnel: &'a str,
+    /// Who signed in.
+    pub email: &'a str,
+    /// Where they signed in.
+    pub provider: &'a str,
+    /// One-time ticket for the form.
+    pub ticket: &'a str,
+}
+
+fn client_box(name: &str, id: &str, tunnel: &str, host: &str) -> String {
+    format!(
+        "<div class=\"box\"><p><strong>{name}</strong> (<code>{id}</code>) asks to use the MCP tunnel <strong>{tunnel}</strong> as you.</p>\
+<p>After you allow it, you go back to <strong>{host}</strong>.</p></div>",
+        name = escape(name),
+        id = escape(id),
+        tunnel = escape(tunnel),
+        host = escape(host),
+    )
+}
+
+/// Consent for someone already signed in at the OIDC provider.
+pub fn consent_signed_in(c: &SignedInConsent<'_>) -> Response {
+    let mut body = client_box(c.client_name, c.client_id, c.tunnel, c.redirect_host);
+    body.push_str(&format!(
+        "<p>Signed in as <strong>{email}</strong> through {provider}.</p>\
+<form method=\"post\" action=\"/oidc/consent\"><input type=\"hidden\" name=\"ticket\" value=\"{ticket}\">\
+<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form>",
+        email = escape(c.email),
+        provider = escape(c.provider),
+        ticket = escape(c.ticket),
+    ));
+    page_with_form_target(
+        StatusCode::OK,
+        "Allow access?",
+        &body,
+        Some(c.redirect_origin),
+    )
 }
 
 /// Sign-in and consent in one form.
@@ -105,14 +162,19 @@ pub fn consent(c: &Consent<'_>) -> Response {
             escape(e)
         ));
     }
-    body.push_str(&format!(
-        "<div class=\"box\"><p><strong>{name}</strong> (<code>{id}</code>) asks to use the MCP tunnel <strong>{tunnel}</strong> as you.</p>\
-<p>After you allow it, you go back to <strong>{host}</strong>.</p></div>",
-        name = escape(c.client_name),
-        id = escape(c.client_id),
-        tunnel = escape(c.tunnel),
-        host = escape(c.redirect_host),
+    body.push_str(&client_box(
+        c.client_name,
+        c.client_id,
+        c.tunnel,
+        c.redirect_host,
     ));
+    if let Some((name, href)) = c.oidc {
+        body.push_str(&format!(
+            "<p><a class=\"button\" href=\"{href}\">Sign in with {name}</a></p>",
+            href = escape(href),
+            name = escape(name),
+        ));
+    }
     body.push_str("<form method=\"post\" action=\"/authorize\">");
     for (k, v) in c.hidden {
         body.push_str(&format!(
@@ -122,13 +184,17 @@ pub fn consent(c: &Consent<'_>) -> Response {
         ));
     }
     body.push_str(&format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
-<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Sign in and allow</button>\
-<button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>",
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         escape(c.csrf)
     ));
+    if c.password_login {
+        body.push_str("<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
+<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Sign in and allow</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>");
+    } else {
+        body.push_str("<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form>");
+    }
     page_with_form_target(
         StatusCode::OK,
         "Sign in to allow access",

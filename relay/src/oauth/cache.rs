@@ -134,6 +134,28 @@ impl ValidatorWithCache {
         self.cache.retain(|_, e| e.claims.sub != sub);
     }
 
+    /// Refuses every token issued to the OAuth client `client_id` at or
+    /// before `at` (`mcp-relay clients revoke`), cached or not; forgotten
+    /// once every such token has expired.
+    pub fn revoke_client(&self, client_id: &str, at: u64, now: u64) {
+        let forget_at = at
+            .saturating_add(MAX_ACCESS_TOKEN_TTL.as_secs())
+            .saturating_add(self.leeway_secs());
+        if forget_at <= now {
+            return;
+        }
+        let mut r = self.write_revocations();
+        r.purge(now);
+        let e = r
+            .clients
+            .entry(client_id.to_owned())
+            .or_insert((at, forget_at));
+        *e = (e.0.max(at), e.1.max(forget_at));
+        self.revoked.store(r.len(), Ordering::Release);
+        drop(r);
+        self.cache.retain(|_, e| e.claims.client_id != client_id);
+    }
+
     /// Drops expired cache entries and revocations that can no longer
     /// matter. Validation stays correct without it; call it now and then to
     /// give memory back sooner.
@@ -194,7 +216,11 @@ impl ValidatorWithCache {
             .subs
             .get(&claims.sub)
             .is_some_and(|&(revoked_at, _)| claims.iat <= revoked_at);
-        if by_jti || by_sub {
+        let by_client = r
+            .clients
+            .get(&claims.client_id)
+            .is_some_and(|&(revoked_at, _)| claims.iat <= revoked_at);
+        if by_jti || by_sub || by_client {
             Err(TokenError::Revoked)
         } else {
             Ok(())
@@ -224,16 +250,19 @@ struct Revocations {
     jtis: HashMap<String, u64>,
     /// sub → (tokens issued at or before this are revoked, forget at).
     subs: HashMap<String, (u64, u64)>,
+    /// client_id → (tokens issued at or before this are revoked, forget at).
+    clients: HashMap<String, (u64, u64)>,
 }
 
 impl Revocations {
     fn purge(&mut self, now: u64) {
         self.jtis.retain(|_, forget_at| now < *forget_at);
         self.subs.retain(|_, (_, forget_at)| now < *forget_at);
+        self.clients.retain(|_, (_, forget_at)| now < *forget_at);
     }
 
     fn len(&self) -> usize {
-        self.jtis.len() + self.subs.len()
+        self.jtis.len() + self.subs.len() + self.clients.len()
     }
 }
 
@@ -339,6 +368,19 @@ mod tests {
         // Forgotten once the token is dead anyway.
         v.purge(NOW + 10_000);
         assert_eq!(v.revocations.read().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn revoked_client_blocks_its_tokens_cached_or_not() {
+        let (keys, v) = setup(16);
+        let token = issue(&keys, NOW);
+        let claims = v.validate(&token, AUD_A, NOW).unwrap();
+        v.revoke_client("someone-else", NOW + 1, NOW + 1);
+        assert!(v.validate(&token, AUD_A, NOW + 1).is_ok(), "other client");
+        v.revoke_client(&claims.client_id, NOW + 1, NOW + 1);
+        assert_eq!(v.validate(&token, AUD_A, NOW + 2), Err(TokenError::Revoked));
+        let fresh = issue(&keys, NOW);
+        assert_eq!(v.validate(&fresh, AUD_A, NOW + 2), Err(TokenError::Revoked));
     }
 
     #[test]
