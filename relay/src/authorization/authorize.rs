@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mcp_tunnel_proto::TunnelName;
 
@@ -350,16 +350,13 @@ fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) ->
         password_login: app.config.password_login,
         oidc: oidc_href.as_ref().map(|(n, h)| (n.as_str(), h.as_str())),
     });
-    let secure = if app.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={csrf}; Path=/authorize; HttpOnly; SameSite=Strict{secure}"
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    super::set_cookie(
+        app,
+        &mut r,
+        CSRF_COOKIE,
+        &csrf,
+        "Path=/authorize; HttpOnly; SameSite=Strict",
+    );
     if error.is_some() {
         *r.status_mut() = StatusCode::UNAUTHORIZED;
     }

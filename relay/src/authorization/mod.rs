@@ -110,6 +110,26 @@ pub fn checked_form(
     Ok(form)
 }
 
+/// Sets a cookie with `attributes`, adding `Secure` when the relay is on https.
+pub fn set_cookie(
+    app: &App,
+    r: &mut axum::response::Response,
+    name: &str,
+    value: &str,
+    attributes: &str,
+) {
+    let secure = if app.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("{name}={value}; {attributes}{secure}"))
+    {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
 /// A cookie's value from the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

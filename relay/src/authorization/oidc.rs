@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
@@ -44,6 +44,7 @@ use super::authorize::{self, Failure};
 use super::{blocking, cookie, field, parse_form};
 use crate::app::App;
 use crate::config::OidcSettings;
+use crate::oauth::cimd::error_chain;
 use crate::store::{Email, MAX_DISPLAY_NAME_LEN, MAX_GROUP_LEN, MAX_GROUPS_PER_USER, NewUser};
 use crate::store::{Secret, UserId};
 
@@ -310,20 +311,6 @@ async fn send(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// `GET /oidc/start?<the authorization request>`: off to the provider.
@@ -747,17 +734,14 @@ fn same_browser(headers: &HeaderMap, expected: &str) -> bool {
 }
 
 fn set_browser_cookie(app: &App, r: &mut Response, value: &str) {
-    let secure = if app.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
     // Lax: the provider's redirect back is a top-level cross-site GET.
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{BROWSER_COOKIE}={value}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=3600{secure}"
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    super::set_cookie(
+        app,
+        r,
+        BROWSER_COOKIE,
+        value,
+        "Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=3600",
+    );
 }
 
 fn wrong_browser() -> Response {

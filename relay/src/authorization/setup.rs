@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::{blocking, cookie, field, pages, parse_form, password};
@@ -106,15 +106,12 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
 }
 
 fn with_cookie(app: &App, mut r: Response, csrf: &str) -> Response {
-    let secure = if app.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={csrf}; Path=/setup; HttpOnly; SameSite=Strict{secure}"
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    super::set_cookie(
+        app,
+        &mut r,
+        CSRF_COOKIE,
+        csrf,
+        "Path=/setup; HttpOnly; SameSite=Strict",
+    );
     r
 }

@@ -856,7 +856,7 @@ fn request_error(e: &reqwest::Error, limit: Duration) -> CimdError {
 
 /// An error and its sources, joined with ": " (reqwest's own message alone
 /// rarely says what went wrong, e.g. which certificate check failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
