@@ -26,6 +26,9 @@ pub enum Credentials {
         /// The token value.
         token: Secret,
     },
+    /// The device certificate presented in the QUIC handshake (mutual TLS,
+    /// `mcp-agent login`); nothing more is sent.
+    DeviceCertificate,
 }
 
 /// Relay → agent: accepted.

@@ -110,7 +110,16 @@ async fn handle_connection(
         }
     };
 
-    let (handle, tunnel) = match admit(&app, &conn, &hello) {
+    let device = match &hello.credentials {
+        Credentials::DeviceCertificate => Some(check_device(&app, &conn).await),
+        Credentials::AgentToken { .. } => None,
+    };
+    let admitted = match device {
+        Some(Err(refusal)) => Err(refusal),
+        Some(Ok(d)) => admit(&app, &conn, &hello, Some(d)),
+        None => admit(&app, &conn, &hello, None),
+    };
+    let (handle, tunnel) = match admitted {
         Ok(v) => v,
         Err((code, message)) => {
             tracing::warn!(%remote, tunnel = %hello.tunnel, code = %code, "agent rejected: {message}");
@@ -154,12 +163,112 @@ async fn handle_connection(
     result
 }
 
+/// A device that passed [`check_device`]: who owns it.
+#[derive(Debug, Clone)]
+pub struct AdmittedDevice {
+    /// Device id.
+    pub id: String,
+    /// Owning user.
+    pub user: crate::store::UserId,
+    /// Owning user's email.
+    pub email: String,
+}
+
+/// The tunnel-claim owner string for a user's devices.
+pub fn user_owner(user: crate::store::UserId) -> String {
+    format!("user:{}", user.0)
+}
+
+/// Checks the device certificate from the handshake against the store:
+/// enrolled, same key, not revoked, not expired, its user enabled.
+async fn check_device(
+    app: &Arc<App>,
+    conn: &quinn::Connection,
+) -> Result<AdmittedDevice, (ErrorCode, String)> {
+    let refuse = |m: String| (ErrorCode::UNAUTHORIZED, m);
+    let certs = conn.peer_identity().and_then(|i| {
+        i.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
+        return Err(refuse(
+            "no device certificate was presented; run `mcp-agent login`".into(),
+        ));
+    };
+    let Some(peer) = crate::devices::read_peer(leaf) else {
+        return Err(refuse(
+            "the device certificate cannot be read; run `mcp-agent login`".into(),
+        ));
+    };
+    let store = app.store.clone();
+    let id = peer.device_id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let d = store.get_device(&id)?;
+        let u = match &d {
+            Some(d) => store.get_user(d.user_id)?,
+            None => None,
+        };
+        Ok::<_, crate::store::StoreError>((d, u))
+    })
+    .await;
+    let (device, user) = match found {
+        Ok(Ok(v)) => v,
+        _ => {
+            return Err((
+                ErrorCode::INTERNAL,
+                "the relay could not read its devices".into(),
+            ));
+        }
+    };
+    let Some(device) = device else {
+        return Err(refuse(format!(
+            "device {} is not known to this relay; run `mcp-agent login`",
+            peer.device_id
+        )));
+    };
+    if let Some(at) = device.revoked_at {
+        return Err(refuse(format!(
+            "device {} was revoked at {}; run `mcp-agent login`",
+            device.id,
+            crate::devices::rfc3339(at)
+        )));
+    }
+    if device.key_sha256 != peer.key_sha256 {
+        return Err(refuse(format!(
+            "the certificate's key is not the one device {} enrolled with; run `mcp-agent login`",
+            device.id
+        )));
+    }
+    let now = crate::oauth::token::unix_now() as i64;
+    if peer.not_after < now {
+        return Err(refuse(format!(
+            "the device certificate expired at {}; run `mcp-agent login`",
+            crate::devices::rfc3339(peer.not_after)
+        )));
+    }
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return Err(refuse(format!(
+            "the account that owns device {} is disabled; ask the relay's admin",
+            device.id
+        )));
+    };
+    let store = app.store.clone();
+    let id = device.id.clone();
+    let _ = tokio::task::spawn_blocking(move || store.touch_device(&id)).await;
+    Ok(AdmittedDevice {
+        id: device.id,
+        user: user.id,
+        email: user.email.as_str().to_owned(),
+    })
+}
+
 /// Checks version, credentials and the tunnel name; registers the agent.
 #[allow(clippy::result_large_err)]
 fn admit(
     app: &App,
     conn: &quinn::Connection,
     hello: &Hello,
+    device: Option<AdmittedDevice>,
 ) -> Result<(Arc<AgentHandle>, mcp_tunnel_proto::TunnelName), (ErrorCode, String)> {
     if negotiate(&hello.protocol_versions, SUPPORTED_VERSIONS).is_none() {
         return Err((
@@ -170,20 +279,31 @@ fn admit(
             ),
         ));
     }
-    let owner = match &hello.credentials {
-        Credentials::AgentToken { token } => app
+    let owner = match (&hello.credentials, &device) {
+        (Credentials::DeviceCertificate, Some(d)) => user_owner(d.user),
+        (Credentials::AgentToken { .. }, _) if !app.config.dev => {
+            return Err((
+                ErrorCode::UNAUTHORIZED,
+                "this relay accepts device certificates only (agent tokens work with a --dev relay); run `mcp-agent login`".into(),
+            ));
+        }
+        (Credentials::AgentToken { token }, _) => app
             .tokens
             .verify(token.expose())
             .map_err(|e: TokenError| (ErrorCode::UNAUTHORIZED, e.to_string()))?,
+        (Credentials::DeviceCertificate, None) => {
+            return Err((ErrorCode::UNAUTHORIZED, "no device certificate".into()));
+        }
     };
     let (handle, replaced) = app
         .registry
         .register(
             &hello.tunnel,
             &owner,
+            device.as_ref().map(|d| d.id.clone()),
             conn.clone(),
             app.config.limits.max_streams_per_tunnel,
-            |o| app.tokens.verify_id_exists(o),
+            |o| o.starts_with("user:") || app.tokens.verify_id_exists(o),
         )
         .map_err(|e| (e.code(), e.to_string()))?;
     if let Some(old) = replaced {

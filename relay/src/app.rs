@@ -10,6 +10,15 @@ use crate::config::Config;
 use crate::host_check::HostPolicy;
 use crate::registry::Registry;
 
+/// What agents authenticate against.
+#[derive(Debug)]
+pub struct AgentCredentials {
+    /// Agent tokens (`--dev` relays only).
+    pub tokens: AgentTokens,
+    /// The device CA.
+    pub device_ca: crate::devices::DeviceCa,
+}
+
 /// Everything a request handler or agent connection needs.
 #[derive(Debug)]
 pub struct App {
@@ -33,6 +42,8 @@ pub struct App {
     pub host_policy: HostPolicy,
     /// The public base URL, without a trailing slash.
     pub public_url: String,
+    /// Issues and checks agents' device certificates.
+    pub device_ca: crate::devices::DeviceCa,
     /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
     pub quic_port: u16,
     next_request_id: AtomicU64,
@@ -46,9 +57,10 @@ impl App {
         store: std::sync::Arc<dyn crate::store::Store>,
         public_url: String,
         registry: Registry,
-        tokens: AgentTokens,
+        agents: AgentCredentials,
         quic_port: u16,
     ) -> anyhow::Result<Self> {
+        let AgentCredentials { tokens, device_ca } = agents;
         use anyhow::Context;
         let cimd = crate::oauth::cimd::CimdFetcher::new(cimd_config(&config)?)
             .context("setting up the client metadata fetcher")?;
@@ -80,6 +92,7 @@ impl App {
             config,
             registry,
             tokens,
+            device_ca,
             quic_port,
             next_request_id: AtomicU64::new(1),
         })

@@ -39,6 +39,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/mcp-relay", get(well_known))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
+            "/agent/enroll",
+            axum::routing::post(crate::devices::enroll::enroll),
+        )
+        .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata_root),
         )

@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod authorization;
 pub mod config;
+pub mod devices;
 pub mod front;
 pub mod host_check;
 pub mod limits;
@@ -80,9 +81,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let quic_crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls::quic_server_config(&identity)?)
-            .context("building the QUIC TLS config")?;
+    let device_ca = devices::DeviceCa::load_or_create(&state).context("loading the device CA")?;
+    let verifier = Arc::new(devices::verifier::DeviceClientVerifier::new(
+        device_ca.cert_der(),
+        config.limits.device_renew_grace,
+    )?);
+    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::quic_server_config(
+        &identity, verifier,
+    )?)
+    .context("building the QUIC TLS config")?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
     server_config.transport_config(mcp_tunnel_transport::quic::relay_transport());
     let socket = std::net::UdpSocket::bind(config.quic).with_context(|| {
@@ -134,7 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         store,
         public_url.clone(),
         registry,
-        tokens,
+        app::AgentCredentials { tokens, device_ca },
         quic_addr.port(),
     )?);
     let endpoints = Endpoints {

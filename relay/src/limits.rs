@@ -25,6 +25,13 @@ pub struct RelayLimits {
     /// How long shutdown waits for in-flight requests to finish (default 10 s).
     #[serde(with = "humantime_serde_compat")]
     pub drain_timeout: Duration,
+    /// Lifetime of a device (agent) certificate (default 24 h); agents renew well before.
+    #[serde(with = "humantime_serde_compat")]
+    pub device_cert_ttl: Duration,
+    /// How long after its certificate expired a device may still renew by
+    /// proving possession of its key (default 30 days); after that: log in again.
+    #[serde(with = "humantime_serde_compat")]
+    pub device_renew_grace: Duration,
 }
 
 impl Default for RelayLimits {
@@ -38,6 +45,8 @@ impl Default for RelayLimits {
             max_agents: 10_000,
             hello_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            device_cert_ttl: Duration::from_secs(24 * 3600),
+            device_renew_grace: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -54,6 +54,12 @@ enum Command {
     /// Manage the relay's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// One-time tokens that enroll a headless agent (`mcp-agent login --enroll-token`).
+    #[command(subcommand)]
+    EnrollTokens(EnrollTokensCommand),
+    /// Agents' devices (their client certificates).
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -263,6 +269,43 @@ enum ClientsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum EnrollTokensCommand {
+    /// Create a one-time enrollment token for EMAIL's device and print it.
+    #[command(
+        after_help = "Example:\n  mcp-relay enroll-tokens create --user ci@example.com --ttl 1h\n  # then on the server: mcp-agent login --relay https://relay.example.com --enroll-token <TOKEN>"
+    )]
+    Create {
+        /// The account the device will belong to.
+        #[arg(long)]
+        user: String,
+        /// How long the token may be used.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// List enrolled devices.
+    List {
+        /// One JSON object per device, in an array.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Revoke a device: a running relay cuts its connections within a second.
+    Revoke {
+        /// The device id (dev_…).
+        id: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
 /// Where the relay's state lives (and its public URL, for printed links).
 #[derive(Debug, clap::Args)]
 struct StateArgs {
@@ -317,6 +360,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(cmd) => users(cmd),
         Command::Clients(cmd) => clients(cmd),
         Command::ServiceAccounts(cmd) => service_accounts(cmd),
+        Command::EnrollTokens(cmd) => enroll_tokens(cmd),
+        Command::Devices(cmd) => devices(cmd),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -628,6 +673,90 @@ fn service_accounts(cmd: ServiceAccountsCommand) -> anyhow::Result<ExitCode> {
             let (_, store) = at.open()?;
             store.revoke_client(&client_id)?;
             eprintln!("revoked service account {client_id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enroll_tokens(cmd: EnrollTokensCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::store::{Email, Store};
+    match cmd {
+        EnrollTokensCommand::Create { user, ttl, at } => {
+            let (state, store) = at.open()?;
+            let email = Email::parse(&user)?;
+            let u = store.get_user_by_email(&email)?.with_context(|| {
+                format!("no account {user}; add it with `mcp-relay users add {user}`")
+            })?;
+            if u.disabled {
+                anyhow::bail!(
+                    "the account {user} is disabled; enable it with `mcp-relay users enable {user}`"
+                );
+            }
+            let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+            let token = store.issue_enroll_token(u.id, secs)?;
+            let url = at
+                .public_url(&state)
+                .unwrap_or_else(|_| "https://<relay>".into());
+            eprintln!(
+                "one-time enrollment token for {user} (valid {}); on the agent's machine run:\n  mcp-agent login --relay {url} --enroll-token <TOKEN>",
+                humantime::format_duration(ttl)
+            );
+            println!("{}", token.expose());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn devices(cmd: DevicesCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::store::Store;
+    match cmd {
+        DevicesCommand::List { json, at } => {
+            let (_, store) = at.open()?;
+            let users = store.list_users()?;
+            let email = |id| {
+                users
+                    .iter()
+                    .find(|u| u.id == id)
+                    .map(|u| u.email.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            let rows: Vec<serde_json::Value> = store
+                .list_devices()?
+                .into_iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.id,
+                        "user": email(d.user_id),
+                        "label": d.label,
+                        "created_at": mcp_relay::devices::rfc3339(d.created_at),
+                        "cert_expires_at": mcp_relay::devices::rfc3339(d.cert_expires_at),
+                        "last_seen_at": d.last_seen_at.map(mcp_relay::devices::rfc3339),
+                        "status": if d.revoked_at.is_some() { "revoked" } else { "active" },
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("ID\tUSER\tLABEL\tCERT EXPIRES\tLAST SEEN\tSTATUS");
+                for r in rows {
+                    let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s("id"),
+                        s("user"),
+                        s("label"),
+                        s("cert_expires_at"),
+                        s("last_seen_at"),
+                        s("status")
+                    );
+                }
+            }
+        }
+        DevicesCommand::Revoke { id, at } => {
+            let (_, store) = at.open()?;
+            store.revoke_device(&id)?;
+            eprintln!("revoked device {id}; a running relay cuts its connections within a second");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -25,8 +25,10 @@ use crate::state_dir::{StateDir, write_private};
 pub struct AgentHandle {
     /// The QUIC connection to the agent.
     pub conn: quinn::Connection,
-    /// The credential (agent token id) it authenticated with.
+    /// Who owns the tunnel: an agent token id, or `user:<id>` for devices.
     pub owner: String,
+    /// The device id, when it authenticated with a device certificate.
+    pub device: Option<String>,
     /// Distinguishes this connection from earlier ones for the same tunnel.
     pub generation: u64,
     /// Bounds the request streams open to this agent at once.
@@ -137,6 +139,7 @@ impl Registry {
         &self,
         name: &TunnelName,
         owner: &str,
+        device: Option<String>,
         conn: quinn::Connection,
         max_streams: u32,
         owner_is_valid: impl Fn(&str) -> bool,
@@ -172,6 +175,7 @@ impl Registry {
             remote: conn.remote_address(),
             conn,
             owner: owner.to_owned(),
+            device,
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             streams: Arc::new(Semaphore::new(max_streams as usize)),
             connected_at: Instant::now(),

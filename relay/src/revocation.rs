@@ -35,11 +35,13 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
                 store.list_users()?,
                 store.revoked_jtis(now)?,
                 store.list_clients()?,
+                store.list_devices()?,
             )))
         })
         .await;
         match snapshot {
-            Ok(Ok(Some((rev, users, jtis, clients)))) => {
+            Ok(Ok(Some((rev, users, jtis, clients, devices)))) => {
+                cut_devices(&app, &users, &devices);
                 for c in clients {
                     let Some(at) = c.revoked_at else { continue };
                     if applied_clients.get(&c.client_id) == Some(&at) {
@@ -75,6 +77,42 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Closes the connections of revoked devices and of disabled users' devices,
+/// telling the agent why.
+fn cut_devices(app: &App, users: &[crate::store::User], devices: &[crate::store::Device]) {
+    for (tunnel, agent) in app.registry.all_online() {
+        let Some(id) = agent.device.as_deref() else {
+            continue;
+        };
+        let why = match devices.iter().find(|d| d.id == id) {
+            None => Some(format!("device {id} was removed; run `mcp-agent login`")),
+            Some(d) => match d.revoked_at {
+                Some(at) => Some(format!(
+                    "device {id} was revoked at {}; run `mcp-agent login`",
+                    crate::devices::rfc3339(at)
+                )),
+                None => users
+                    .iter()
+                    .find(|u| u.id == d.user_id)
+                    .filter(|u| u.disabled)
+                    .map(|u| {
+                        format!(
+                            "the account {} was disabled; ask the relay's admin",
+                            u.email
+                        )
+                    }),
+            },
+        };
+        if let Some(why) = why {
+            tracing::info!(tunnel = %tunnel, device = id, "cutting the agent: {why}");
+            agent.conn.close(
+                mcp_tunnel_proto::ErrorCode::UNAUTHORIZED.0.into(),
+                why.as_bytes(),
+            );
         }
     }
 }

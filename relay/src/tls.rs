@@ -67,10 +67,14 @@ pub fn https_server_config(id: &Identity) -> anyhow::Result<Arc<rustls::ServerCo
     Ok(Arc::new(cfg))
 }
 
-/// Server config for the agents' QUIC endpoint, ALPN-pinned.
-pub fn quic_server_config(id: &Identity) -> anyhow::Result<rustls::ServerConfig> {
+/// Server config for the agents' QUIC endpoint, ALPN-pinned; agents present
+/// device certificates checked by `client_verifier`.
+pub fn quic_server_config(
+    id: &Identity,
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .context("the TLS certificate and key do not match or are unsupported")?;
     cfg.alpn_protocols = vec![mcp_tunnel_proto::ALPN.to_vec()];
@@ -204,7 +208,13 @@ mod tests {
         assert_eq!(a.chain[0], b.chain[0], "leaf reused on second start");
         assert_eq!(a.chain.len(), 2, "chain carries the CA");
         https_server_config(&a).unwrap();
-        quic_server_config(&a).unwrap();
+        let ca = crate::devices::DeviceCa::load_or_create(&state).unwrap();
+        let v = crate::devices::verifier::DeviceClientVerifier::new(
+            ca.cert_der(),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+        quic_server_config(&a, Arc::new(v)).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -323,7 +323,7 @@ pub fn tunnel_of(public_url: &str, resource: &str) -> Option<TunnelName> {
 
 fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) -> Response {
     let csrf = cookie(headers, CSRF_COOKIE)
-        .filter(|c| c.len() == 43)
+        .filter(|c| super::is_secret_shaped(c))
         .unwrap_or_else(|| Secret::generate().expose().to_owned());
     let hidden: Vec<(&str, &str)> = req
         .raw

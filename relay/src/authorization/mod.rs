@@ -130,6 +130,12 @@ pub fn set_cookie(
     }
 }
 
+/// Whether a cookie value looks like a [`crate::store::Secret`] the relay
+/// made (64 hex digits), so it may be reused rather than replaced.
+pub fn is_secret_shaped(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A cookie's value from the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

@@ -720,11 +720,7 @@ async fn admit(app: &App, oidc: &Oidc, person: Person) -> Result<crate::store::U
 
 fn browser_id(headers: &HeaderMap) -> String {
     cookie(headers, BROWSER_COOKIE)
-        .filter(|c| {
-            c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        .filter(|c| super::is_secret_shaped(c))
         .unwrap_or_else(|| Secret::generate().expose().to_owned())
 }
 

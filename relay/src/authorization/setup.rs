@@ -40,7 +40,7 @@ pub async fn show(
         );
     };
     let csrf = cookie(&headers, CSRF_COOKIE)
-        .filter(|c| c.len() == 43)
+        .filter(|c| super::is_secret_shaped(c))
         .unwrap_or_else(|| Secret::generate().expose().to_owned());
     with_cookie(
         &app,

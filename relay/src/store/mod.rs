@@ -58,6 +58,7 @@ pub use model::{
     NewRefresh, NewSigningKey, NewUser, PasswordHash, PrivateKeyDer, PublicSigningKey, PurgeReport,
     RefreshRecord, RevokedJti, SigningKey, UnixTime, User, UserId,
 };
+pub use model::{Device, EnrollError, NewDevice};
 pub use secret::{Secret, TokenHash};
 pub use sqlite::SqliteStore;
 
@@ -289,6 +290,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The public halves of every key not retired at `now`, newest first.
     fn keys_for_jwks(&self, now: UnixTime) -> Result<Vec<PublicSigningKey>, StoreError>;
+
+    // ---- devices (agents' client certificates) ---------------------------
+
+    /// Issues a one-time enrollment token for `user`, valid `ttl_secs`; the
+    /// plain value is returned once (`mcp-relay enroll-tokens create`).
+    fn issue_enroll_token(&self, user: UserId, ttl_secs: i64) -> Result<Secret, StoreError>;
+
+    /// Uses an enrollment token: its user, or why it cannot be used. A
+    /// token works once; the row stays so a reuse is reported as such.
+    fn take_enroll_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Result<UserId, EnrollError>, StoreError>;
+
+    /// Records a newly enrolled device.
+    fn insert_device(&self, device: &NewDevice) -> Result<Device, StoreError>;
+
+    /// The device with this id.
+    fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+
+    /// Every device, newest first.
+    fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
+
+    /// Revokes a device (its connections are cut by the running relay).
+    fn revoke_device(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Records a renewed certificate's expiry.
+    fn renew_device(&self, id: &str, cert_expires_at: UnixTime) -> Result<(), StoreError>;
+
+    /// Records that the device connected now.
+    fn touch_device(&self, id: &str) -> Result<(), StoreError>;
 
     // ---- housekeeping -----------------------------------------------------
 

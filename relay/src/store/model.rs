@@ -617,3 +617,58 @@ fn check_json(
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
+
+/// A device to record at enrollment.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Device id (the certificate's subject CN), e.g. `dev_…`.
+    pub id: String,
+    /// The user it belongs to.
+    pub user_id: UserId,
+    /// A label (host name) the agent gave; may be empty.
+    pub label: String,
+    /// SHA-256 (hex) of the device key's SubjectPublicKeyInfo.
+    pub key_sha256: String,
+    /// The first certificate's `notAfter`.
+    pub cert_expires_at: UnixTime,
+}
+
+/// A stored device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// Owner.
+    pub user_id: UserId,
+    /// Label.
+    pub label: String,
+    /// SHA-256 (hex) of the enrolled key.
+    pub key_sha256: String,
+    /// When enrolled.
+    pub created_at: UnixTime,
+    /// The current certificate's `notAfter`.
+    pub cert_expires_at: UnixTime,
+    /// Last connection.
+    pub last_seen_at: Option<UnixTime>,
+    /// When revoked.
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// Why an enrollment token cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollError {
+    /// No such token.
+    #[error(
+        "the enrollment token is unknown; create one with `mcp-relay enroll-tokens create --user EMAIL`"
+    )]
+    Unknown,
+    /// Already used.
+    #[error("the enrollment token was already used (at {0}); create a new one")]
+    Used(UnixTime),
+    /// Expired.
+    #[error("the enrollment token expired (at {0}); create a new one")]
+    Expired(UnixTime),
+    /// Its user is disabled.
+    #[error("the enrollment token's account is disabled")]
+    Disabled,
+}

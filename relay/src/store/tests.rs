@@ -1241,3 +1241,84 @@ fn a_corrupt_row_is_an_error_naming_its_table() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn enrollment_tokens_work_once_and_expire() {
+    let f = Fixture::new();
+    let alice = f.user("alice@example.com");
+    let token = f.store.issue_enroll_token(alice.id, 600).unwrap();
+    assert_eq!(
+        f.store.take_enroll_token(&token.hash()).unwrap(),
+        Ok(alice.id)
+    );
+    assert_eq!(
+        f.second().take_enroll_token(&token.hash()).unwrap(),
+        Err(EnrollError::Used(T0)),
+        "a reuse is reported as such, from any process"
+    );
+    assert_eq!(
+        f.store
+            .take_enroll_token(&Secret::generate().hash())
+            .unwrap(),
+        Err(EnrollError::Unknown)
+    );
+    let late = f.store.issue_enroll_token(alice.id, 60).unwrap();
+    f.clock.set(T0 + 61);
+    assert_eq!(
+        f.store.take_enroll_token(&late.hash()).unwrap(),
+        Err(EnrollError::Expired(T0 + 60))
+    );
+    let disabled = f.store.issue_enroll_token(alice.id, 600).unwrap();
+    f.store.disable_user(alice.id).unwrap();
+    assert_eq!(
+        f.store.take_enroll_token(&disabled.hash()).unwrap(),
+        Err(EnrollError::Disabled)
+    );
+    assert!(f.store.issue_enroll_token(UserId(999), 60).is_err());
+}
+
+#[test]
+fn devices_are_recorded_listed_and_revoked_across_processes() {
+    let f = Fixture::new();
+    let alice = f.user("alice@example.com");
+    let rev0 = f.store.revision().unwrap();
+    let d = f
+        .store
+        .insert_device(&NewDevice {
+            id: "dev_a".into(),
+            user_id: alice.id,
+            label: "laptop".into(),
+            key_sha256: "ab".repeat(32),
+            cert_expires_at: T0 + 86_400,
+        })
+        .unwrap();
+    assert_eq!(d.created_at, T0);
+    assert!(d.revoked_at.is_none());
+    f.store.touch_device("dev_a").unwrap();
+    assert_eq!(
+        f.store.revision().unwrap(),
+        rev0 + 1,
+        "a connection does not wake the watchers"
+    );
+    f.second().revoke_device("dev_a").unwrap();
+    assert!(f.store.revision().unwrap() > rev0 + 1);
+    let got = f.store.get_device("dev_a").unwrap().unwrap();
+    assert_eq!(got.revoked_at, Some(T0));
+    assert_eq!(got.last_seen_at, Some(T0));
+    assert_eq!(f.store.list_devices().unwrap().len(), 1);
+    assert!(matches!(
+        f.store.revoke_device("dev_missing"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        f.store
+            .insert_device(&NewDevice {
+                id: "dev_b".into(),
+                user_id: alice.id,
+                label: "bad\nlabel".into(),
+                key_sha256: "ab".repeat(32),
+                cert_expires_at: T0,
+            })
+            .is_err()
+    );
+}

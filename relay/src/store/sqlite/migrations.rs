@@ -104,6 +104,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
         retires_at  INTEGER
     ) STRICT;
     "#,
+    // v2: agent devices and their one-time enrollment tokens (issue 5).
+    r#"
+    CREATE TABLE enroll_tokens (
+        hash       BLOB PRIMARY KEY CHECK (length(hash) = 32),
+        user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER
+    ) STRICT;
+    CREATE INDEX enroll_tokens_by_expiry ON enroll_tokens (expires_at);
+
+    CREATE TABLE devices (
+        id              TEXT PRIMARY KEY,
+        user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        label           TEXT NOT NULL,
+        key_sha256      TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        cert_expires_at INTEGER NOT NULL,
+        last_seen_at    INTEGER,
+        revoked_at      INTEGER
+    ) STRICT;
+    CREATE INDEX devices_by_user ON devices (user_id);
+    "#,
 ];
 
 /// The newest schema this build knows.

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the embedded store, one SQLite file in the state dir.
 
 mod clients;
+mod devices;
 mod keys;
 mod migrations;
 mod tokens;
@@ -338,6 +339,52 @@ impl Store for SqliteStore {
 
     fn keys_for_jwks(&self, now: UnixTime) -> Result<Vec<PublicSigningKey>, StoreError> {
         self.read(|conn, _| keys::for_jwks(conn, now))
+    }
+
+    fn issue_enroll_token(&self, user: UserId, ttl_secs: i64) -> Result<Secret, StoreError> {
+        self.write("issuing an enrollment token", |tx, now| {
+            devices::issue_enroll(tx, now, user, ttl_secs)
+        })
+    }
+
+    fn take_enroll_token(
+        &self,
+        token: &TokenHash,
+    ) -> Result<Result<UserId, super::EnrollError>, StoreError> {
+        self.write("using an enrollment token", |tx, now| {
+            devices::take_enroll(tx, now, token)
+        })
+    }
+
+    fn insert_device(&self, device: &super::NewDevice) -> Result<super::Device, StoreError> {
+        self.write("recording a device", |tx, now| {
+            devices::insert(tx, now, device)
+        })
+    }
+
+    fn get_device(&self, id: &str) -> Result<Option<super::Device>, StoreError> {
+        self.read(|conn, _| devices::get(conn, id))
+    }
+
+    fn list_devices(&self) -> Result<Vec<super::Device>, StoreError> {
+        self.read(|conn, _| devices::list(conn))
+    }
+
+    fn revoke_device(&self, id: &str) -> Result<(), StoreError> {
+        self.write("revoking a device", |tx, now| devices::revoke(tx, now, id))
+    }
+
+    fn renew_device(&self, id: &str, cert_expires_at: UnixTime) -> Result<(), StoreError> {
+        self.write("renewing a device certificate", |tx, _| {
+            devices::renew(tx, id, cert_expires_at)
+        })
+    }
+
+    fn touch_device(&self, id: &str) -> Result<(), StoreError> {
+        // Not through `write`: a connection is not an admin change, so the
+        // revision (which wakes every relay's revocation watcher) stays put.
+        let conn = self.lock();
+        devices::touch(&conn, self.clock.now(), id)
     }
 
     fn purge_expired(&self, now: UnixTime) -> Result<PurgeReport, StoreError> {
