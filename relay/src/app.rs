@@ -36,6 +36,8 @@ pub struct App {
     pub cimd: crate::oauth::cimd::CimdFetcher,
     /// Sign-in through an upstream OIDC provider, when configured.
     pub oidc: Option<crate::authorization::oidc::Oidc>,
+    /// Device authorizations (RFC 8628) waiting for approval.
+    pub device_grants: crate::authorization::device::DeviceGrants,
     /// Failed sign-ins.
     pub login_limiter: crate::authorization::limiter::LoginLimiter,
     /// Which Host/Origin values the MCP path accepts.
@@ -88,6 +90,7 @@ impl App {
             store,
             cimd,
             login_limiter: Default::default(),
+            device_grants: Default::default(),
             host_policy,
             config,
             registry,

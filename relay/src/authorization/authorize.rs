@@ -154,7 +154,7 @@ pub(super) async fn grant(app: &App, req: Request, user: UserId) -> Response {
 }
 
 /// Checks the email and password; `None` for any failure (no detail leaks).
-async fn sign_in(app: &App, email: &str, password_text: &str) -> Option<UserId> {
+pub(super) async fn sign_in(app: &App, email: &str, password_text: &str) -> Option<UserId> {
     let email = Email::parse(email).ok()?;
     let user = blocking(&app.store, move |s| s.get_user_by_email(&email))
         .await

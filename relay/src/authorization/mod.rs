@@ -14,6 +14,7 @@
 
 pub mod authorize;
 pub mod clients;
+pub mod device;
 pub mod limiter;
 pub mod metadata;
 pub mod oidc;
@@ -49,6 +50,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/register", post(register::register))
         .route("/revoke", post(revoke::revoke))
         .route("/setup", get(setup::show).post(setup::submit))
+        .route("/device_authorization", post(device::authorize))
+        .route("/device", get(device::show).post(device::submit))
         .route("/oidc/start", get(oidc::start))
         .route("/oidc/callback", get(oidc::callback))
         .route("/oidc/consent", post(oidc::consent))

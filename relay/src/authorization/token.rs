@@ -35,6 +35,7 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
             "client_id",
             "redirect_uri",
             "resource",
+            "device_code",
         ],
     ) {
         return error(
@@ -45,6 +46,9 @@ pub async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
     }
     if field(&form, "grant_type") == Some("client_credentials") {
         return client_credentials(&app, &headers, &form).await;
+    }
+    if field(&form, "grant_type") == Some(super::device::DEVICE_GRANT) {
+        return super::device::token(&app, &form).await;
     }
     let Some(client_id) = field(&form, "client_id").map(str::to_owned) else {
         return error(
@@ -409,7 +413,7 @@ async fn issue(
     r
 }
 
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, description: &str) -> Response {
     let mut r = (
         status,
         axum::Json(serde_json::json!({"error": code, "error_description": description})),

@@ -1,0 +1,322 @@
+//! Device identity at the relay over HTTP: the RFC 8628 device grant, the
+//! one-time enrollment token it yields, and enrollment by CSR — with the
+//! hostile cases (polling too fast, reused codes and tokens, a CSR naming
+//! someone else, a tampered CSR).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use mcp_testkit::{Relay, RelayOptions, bin_path};
+use serde_json::Value;
+
+const EMAIL: &str = "dana@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn add_user(relay: &Relay, email: &str) {
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "add", email, "--state"])
+        .arg(relay.state_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut child = Command::new(bin_path("mcp-relay"))
+        .args([
+            "users",
+            "set-password",
+            email,
+            "--password-stdin",
+            "--state",
+        ])
+        .arg(relay.state_dir())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn http(relay: &Relay) -> reqwest::Client {
+    let pem = std::fs::read(relay.ca_file()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn csr(san_email: Option<&str>) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    if let Some(e) = san_email {
+        p.subject_alt_names = vec![rcgen::SanType::Rfc822Name(e.try_into().unwrap())];
+    }
+    let der = p.serialize_request(&key).unwrap().der().to_vec();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der)
+}
+
+async fn poll(http: &reqwest::Client, base: &str, device_code: &str) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", "mcp-agent"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Approves `user_code` on the /device page; returns the page's status and text.
+async fn approve(
+    http: &reqwest::Client,
+    base: &str,
+    user_code: &str,
+    password: &str,
+) -> (u16, String) {
+    let page = http
+        .get(format!("{base}/device?user_code={user_code}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(user_code), "the code is prefilled");
+    let csrf = cookie.split_once('=').unwrap().1.to_owned();
+    let r = http
+        .post(format!("{base}/device"))
+        .header("cookie", cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("user_code", &user_code.to_lowercase()),
+            ("email", EMAIL),
+            ("password", password),
+            ("decision", "allow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_grant_yields_a_one_time_enrollment_and_a_certificate() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let http = http(&relay);
+    let base = relay.https_url();
+
+    let meta: Value = http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["device_authorization_endpoint"],
+        format!("{base}/device_authorization")
+    );
+
+    let start: Value = http
+        .post(format!("{base}/device_authorization"))
+        .form(&[("client_id", "mcp-agent"), ("label", "ci-runner")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_code = start["device_code"].as_str().unwrap().to_owned();
+    let user_code = start["user_code"].as_str().unwrap().to_owned();
+    assert_eq!(start["verification_uri"], format!("{base}/device"));
+    assert_eq!(start["interval"], 5);
+    assert!(
+        user_code.len() == 9 && user_code.as_bytes()[4] == b'-',
+        "{user_code}"
+    );
+
+    // Before approval: pending; polling again at once: slow_down.
+    let (s, v) = poll(&http, &base, &device_code).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+    let (s, v) = poll(&http, &base, &device_code).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("slow_down")));
+
+    // A wrong password does not approve; the right one does.
+    let (s, body) = approve(&http, &base, &user_code, "wrong password!!").await;
+    assert_eq!(s, 401, "{body}");
+    let (s, body) = approve(&http, &base, &user_code, PASSWORD).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Device approved"), "{body}");
+    // An unknown code is refused on the page.
+    let (s, _) = approve(&http, &base, "BCDF-GHJK", PASSWORD).await;
+    assert_eq!(s, 400);
+
+    // The interval grew by 5 s after slow_down (RFC 8628 §3.5): wait it out.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let (s, v) = poll(&http, &base, &device_code).await;
+    assert_eq!(s, 200, "{v}");
+    let enroll = v["enroll_token"].as_str().unwrap().to_owned();
+    // The device code is spent.
+    let (s, v) = poll(&http, &base, &device_code).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("expired_token")));
+
+    // Enroll with the token and a CSR (the key stays here).
+    let r = http
+        .post(format!("{base}/agent/enroll"))
+        .json(&serde_json::json!({"enroll_token": enroll, "csr": csr(None), "label": "ci-runner"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["user"], EMAIL);
+    assert!(v["device_id"].as_str().unwrap().starts_with("dev_"));
+    assert!(
+        v["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(
+        v["assertion_keys"]["keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty())
+    );
+
+    // Reusing the enrollment token.
+    let r = http
+        .post(format!("{base}/agent/enroll"))
+        .json(&serde_json::json!({"enroll_token": enroll, "csr": csr(None)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains("already used"),
+        "{v}"
+    );
+
+    // The device is listed.
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["devices", "list", "--json", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["user"], EMAIL);
+    assert_eq!(list[0]["label"], "ci-runner");
+    assert_eq!(list[0]["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_enrollments_are_refused_with_reasons() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let http = http(&relay);
+    let base = relay.https_url();
+    let token = || {
+        let out = Command::new(bin_path("mcp-relay"))
+            .args(["enroll-tokens", "create", "--user", EMAIL, "--state"])
+            .arg(relay.state_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let enroll = |body: Value| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/agent/enroll"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // A CSR naming another user.
+    let (s, v) =
+        enroll(serde_json::json!({"enroll_token": token(), "csr": csr(Some("boss@example.com"))}))
+            .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("names boss@example.com"),
+        "{v}"
+    );
+    // A tampered CSR (signature no longer matches).
+    let mut der = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(csr(None))
+        .unwrap();
+    let n = der.len();
+    der[n - 3] ^= 0x5a;
+    let (s, v) = enroll(serde_json::json!({
+        "enroll_token": token(),
+        "csr": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der),
+    }))
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"], "invalid_csr");
+    // An unknown token; unknown fields; an oversized body.
+    let (s, v) = enroll(serde_json::json!({"enroll_token": "nope", "csr": csr(None)})).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("unknown"), "{v}");
+    let (s, _) = enroll(serde_json::json!({"enroll_token": "x", "csr": "y", "admin": true})).await;
+    assert_eq!(s, 400);
+    let (s, _) = enroll(serde_json::json!({"enroll_token": "x", "csr": "A".repeat(40_000)})).await;
+    assert_eq!(s, 413);
+    // The device grant is for mcp-agent only; a made-up device code is refused.
+    let r = http
+        .post(format!("{base}/device_authorization"))
+        .form(&[("client_id", "someone-else")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (s, v) = poll(&http, &base, "forged").await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("expired_token")));
+    // A token for a disabled account.
+    let t = token();
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "disable", EMAIL, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (s, v) = enroll(serde_json::json!({"enroll_token": t, "csr": csr(None)})).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("disabled"), "{v}");
+}
