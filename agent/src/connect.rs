@@ -407,7 +407,7 @@ async fn serve_connection(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     let mut last_pong = tokio::time::Instant::now();
-    let mut state = ControlState::Open;
+    let mut state = ControlState::Open(mcp_tunnel_proto::ControlSide::Agent);
     loop {
         tokio::select! {
             s = conn.accept_bi() => match s {

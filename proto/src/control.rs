@@ -85,3 +85,27 @@ pub struct GoAway {
     /// Human-readable detail.
     pub message: String,
 }
+
+/// Agent → relay, on the open control stream: please renew my device
+/// certificate (same key; the CSR's signature proves possession).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RenewCert {
+    /// The CSR, DER, base64url without padding.
+    pub csr: String,
+}
+
+/// Relay → agent, on the open control stream: a renewed certificate and/or
+/// the relay's current identity-assertion keys (after a key rotation), or
+/// why a renewal was refused.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DeviceUpdate {
+    /// The renewed certificate (PEM).
+    pub certificate: Option<String>,
+    /// Its `notAfter` (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// The relay's assertion-signing public keys (a JWKS document).
+    pub assertion_keys: Option<serde_json::Value>,
+    /// Why a renewal was refused (the agent keeps its certificate and says so).
+    pub error: Option<String>,
+}

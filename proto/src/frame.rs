@@ -17,7 +17,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::{GoAway, Hello, Reject, Welcome};
+use crate::control::{DeviceUpdate, GoAway, Hello, Reject, RenewCert, Welcome};
 use crate::error::ProtocolError;
 use crate::stream_head::{RequestHead, ResponseHead, StreamError};
 
@@ -47,6 +47,10 @@ pub enum FrameType {
     Pong = 0x05,
     /// The sender is going away; finish in-flight work and reconnect.
     GoAway = 0x06,
+    /// Agent → relay: renew my device certificate.
+    RenewCert = 0x07,
+    /// Relay → agent: a renewed certificate and/or new assertion keys.
+    DeviceUpdate = 0x08,
     /// Relay → agent, first frame of a request stream.
     RequestHead = 0x10,
     /// Agent → relay, first frame of a response.
@@ -69,6 +73,8 @@ impl FrameType {
             0x04 => Self::Ping,
             0x05 => Self::Pong,
             0x06 => Self::GoAway,
+            0x07 => Self::RenewCert,
+            0x08 => Self::DeviceUpdate,
             0x10 => Self::RequestHead,
             0x11 => Self::ResponseHead,
             0x12 => Self::Data,
@@ -97,6 +103,8 @@ impl FrameType {
             Self::Ping => "Ping",
             Self::Pong => "Pong",
             Self::GoAway => "GoAway",
+            Self::RenewCert => "RenewCert",
+            Self::DeviceUpdate => "DeviceUpdate",
             Self::RequestHead => "RequestHead",
             Self::ResponseHead => "ResponseHead",
             Self::Data => "Data",
@@ -121,6 +129,10 @@ pub enum Frame {
     Pong(u64),
     /// See [`GoAway`].
     GoAway(GoAway),
+    /// See [`RenewCert`].
+    RenewCert(RenewCert),
+    /// See [`DeviceUpdate`].
+    DeviceUpdate(DeviceUpdate),
     /// See [`RequestHead`].
     RequestHead(RequestHead),
     /// See [`ResponseHead`].
@@ -143,6 +155,8 @@ impl Frame {
             Self::Ping(_) => FrameType::Ping,
             Self::Pong(_) => FrameType::Pong,
             Self::GoAway(_) => FrameType::GoAway,
+            Self::RenewCert(_) => FrameType::RenewCert,
+            Self::DeviceUpdate(_) => FrameType::DeviceUpdate,
             Self::RequestHead(_) => FrameType::RequestHead,
             Self::ResponseHead(_) => FrameType::ResponseHead,
             Self::Data(_) => FrameType::Data,
@@ -163,6 +177,8 @@ pub fn encode_frame(frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError
         Frame::Welcome(m) => encode_json(FrameType::Welcome, m, out),
         Frame::Reject(m) => encode_json(FrameType::Reject, m, out),
         Frame::GoAway(m) => encode_json(FrameType::GoAway, m, out),
+        Frame::RenewCert(m) => encode_json(FrameType::RenewCert, m, out),
+        Frame::DeviceUpdate(m) => encode_json(FrameType::DeviceUpdate, m, out),
         Frame::RequestHead(m) => encode_json(FrameType::RequestHead, m, out),
         Frame::ResponseHead(m) => encode_json(FrameType::ResponseHead, m, out),
         Frame::StreamError(m) => encode_json(FrameType::StreamError, m, out),
@@ -312,6 +328,8 @@ fn parse_payload(ty: FrameType, payload: Bytes) -> Result<Frame, ProtocolError> 
         FrameType::Welcome => Frame::Welcome(json(ty, &payload)?),
         FrameType::Reject => Frame::Reject(json(ty, &payload)?),
         FrameType::GoAway => Frame::GoAway(json(ty, &payload)?),
+        FrameType::RenewCert => Frame::RenewCert(json(ty, &payload)?),
+        FrameType::DeviceUpdate => Frame::DeviceUpdate(json(ty, &payload)?),
         FrameType::RequestHead => Frame::RequestHead(json(ty, &payload)?),
         FrameType::ResponseHead => Frame::ResponseHead(json(ty, &payload)?),
         FrameType::StreamError => Frame::StreamError(json(ty, &payload)?),
@@ -367,6 +385,12 @@ mod tests {
             }),
             Frame::Ping(7),
             Frame::Pong(u64::MAX),
+            Frame::RenewCert(crate::RenewCert { csr: "MIIB".into() }),
+            Frame::DeviceUpdate(crate::DeviceUpdate {
+                certificate: Some("-----BEGIN CERTIFICATE-----".into()),
+                expires_at: Some(1_800_000_000),
+                ..Default::default()
+            }),
             Frame::GoAway(GoAway {
                 code: ErrorCode::SHUTTING_DOWN,
                 message: "bye".into(),

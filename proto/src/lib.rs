@@ -25,7 +25,7 @@ pub mod sequence;
 pub mod stream_head;
 pub mod version;
 
-pub use control::{Credentials, GoAway, Hello, Limits, Reject, Welcome};
+pub use control::{Credentials, DeviceUpdate, GoAway, Hello, Limits, Reject, RenewCert, Welcome};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{Frame, FrameDecoder, FrameType, MAX_FRAME_PAYLOAD, encode_frame};
 pub use name::{InvalidTunnelName, TunnelName};

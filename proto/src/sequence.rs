@@ -78,8 +78,9 @@ pub enum ControlSide {
 pub enum ControlState {
     /// Waiting for the opening message (`Hello` at the relay, `Welcome`/`Reject` at the agent).
     Opening(ControlSide),
-    /// Established: heartbeats and `GoAway` only.
-    Open,
+    /// Established: heartbeats, `GoAway`, and device-certificate renewal
+    /// (`RenewCert` towards the relay, `DeviceUpdate` towards the agent).
+    Open(ControlSide),
     /// The agent received `Reject`; nothing more may come.
     Rejected,
 }
@@ -93,17 +94,25 @@ impl ControlState {
     /// Advances on a received frame, or says why the frame is not allowed.
     pub fn on_frame(&mut self, frame: &Frame) -> Result<(), ProtocolError> {
         let next = match (*self, frame) {
-            (Self::Opening(ControlSide::Relay), Frame::Hello(_)) => Self::Open,
-            (Self::Opening(ControlSide::Agent), Frame::Welcome(_)) => Self::Open,
+            (Self::Opening(ControlSide::Relay), Frame::Hello(_)) => Self::Open(ControlSide::Relay),
+            (Self::Opening(ControlSide::Agent), Frame::Welcome(_)) => {
+                Self::Open(ControlSide::Agent)
+            }
             (Self::Opening(ControlSide::Agent), Frame::Reject(_)) => Self::Rejected,
-            (Self::Open, Frame::Ping(_) | Frame::Pong(_) | Frame::GoAway(_)) => Self::Open,
+            (Self::Open(side), Frame::Ping(_) | Frame::Pong(_) | Frame::GoAway(_)) => {
+                Self::Open(side)
+            }
+            (Self::Open(ControlSide::Relay), Frame::RenewCert(_)) => Self::Open(ControlSide::Relay),
+            (Self::Open(ControlSide::Agent), Frame::DeviceUpdate(_)) => {
+                Self::Open(ControlSide::Agent)
+            }
             (state, frame) => {
                 return Err(ProtocolError::UnexpectedFrame {
                     frame: frame.frame_type().name(),
                     state: match state {
                         Self::Opening(ControlSide::Relay) => "waiting for Hello",
                         Self::Opening(ControlSide::Agent) => "waiting for Welcome or Reject",
-                        Self::Open => "on the open control stream",
+                        Self::Open(_) => "on the open control stream",
                         Self::Rejected => "after Reject",
                     },
                 });
@@ -202,7 +211,7 @@ mod tests {
             agent.on_frame(&Frame::Ping(1)).is_err(),
             "nothing after Reject"
         );
-        let mut open = ControlState::Open;
+        let mut open = ControlState::Open(ControlSide::Relay);
         open.on_frame(&Frame::Ping(1)).unwrap();
         open.on_frame(&Frame::GoAway(GoAway {
             code: ErrorCode::SHUTTING_DOWN,
@@ -210,5 +219,19 @@ mod tests {
         }))
         .unwrap();
         assert!(open.on_frame(&data()).is_err());
+        // Renewal flows one way each: agent asks, relay answers.
+        let renew = Frame::RenewCert(crate::RenewCert { csr: String::new() });
+        let update = Frame::DeviceUpdate(crate::DeviceUpdate::default());
+        open.on_frame(&renew).unwrap();
+        assert!(
+            open.on_frame(&update).is_err(),
+            "the relay is not sent updates"
+        );
+        let mut at_agent = ControlState::Open(ControlSide::Agent);
+        at_agent.on_frame(&update).unwrap();
+        assert!(
+            at_agent.on_frame(&renew).is_err(),
+            "the agent is not asked to renew"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_tunnel_proto::{
-    ControlSide, ControlState, Credentials, ErrorCode, Frame, GoAway, Hello, Limits,
-    PROTOCOL_VERSION, Reject, SUPPORTED_VERSIONS, Welcome, negotiate,
+    ControlSide, ControlState, Credentials, DeviceUpdate, ErrorCode, Frame, GoAway, Hello, Limits,
+    PROTOCOL_VERSION, Reject, RenewCert, SUPPORTED_VERSIONS, Welcome, negotiate,
 };
 use mcp_tunnel_transport::{FrameReader, LinkError, write_frame};
 use tokio_util::sync::CancellationToken;
@@ -114,10 +114,10 @@ async fn handle_connection(
         Credentials::DeviceCertificate => Some(check_device(&app, &conn).await),
         Credentials::AgentToken { .. } => None,
     };
-    let admitted = match device {
-        Some(Err(refusal)) => Err(refusal),
-        Some(Ok(d)) => admit(&app, &conn, &hello, Some(d)),
-        None => admit(&app, &conn, &hello, None),
+    let (admitted, device) = match device {
+        Some(Err(refusal)) => (Err(refusal), None),
+        Some(Ok(d)) => (admit(&app, &conn, &hello, Some(d.clone())), Some(d)),
+        None => (admit(&app, &conn, &hello, None), None),
     };
     let (handle, tunnel) = match admitted {
         Ok(v) => v,
@@ -151,12 +151,29 @@ async fn handle_connection(
         },
     };
     write_frame(&mut send, &Frame::Welcome(welcome)).await?;
+    if device.is_some() {
+        // Pin-able assertion keys for the agent (refreshed on every connection).
+        let update = DeviceUpdate {
+            assertion_keys: Some(app.auth.jwks()),
+            ..Default::default()
+        };
+        write_frame(&mut send, &Frame::DeviceUpdate(update)).await?;
+    }
     tracing::info!(
         %remote, tunnel = %tunnel, owner = %handle.owner, generation = handle.generation,
         agent_version = %hello.agent_version, "agent connected"
     );
 
-    let result = control_loop(&app, &handle, &mut send, &mut reader, &mut state, &shutdown).await;
+    let result = control_loop(
+        &app,
+        &handle,
+        device.as_ref(),
+        &mut send,
+        &mut reader,
+        &mut state,
+        &shutdown,
+    )
+    .await;
     if app.registry.deregister(&tunnel, handle.generation) {
         tracing::info!(%remote, tunnel = %tunnel, "agent disconnected");
     }
@@ -172,7 +189,13 @@ pub struct AdmittedDevice {
     pub user: crate::store::UserId,
     /// Owning user's email.
     pub email: String,
+    /// The presented certificate expired (within the renewal grace): the
+    /// agent must renew within [`RENEW_DEADLINE`] or be disconnected.
+    pub must_renew: bool,
 }
+
+/// How long an agent whose certificate expired has to renew it.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The tunnel-claim owner string for a user's devices.
 pub fn user_owner(user: crate::store::UserId) -> String {
@@ -240,12 +263,14 @@ async fn check_device(
         )));
     }
     let now = crate::oauth::token::unix_now() as i64;
-    if peer.not_after < now {
+    let grace = app.config.limits.device_renew_grace.as_secs() as i64;
+    if peer.not_after.saturating_add(grace) < now {
         return Err(refuse(format!(
-            "the device certificate expired at {}; run `mcp-agent login`",
+            "the device certificate expired at {}, longer ago than the renewal grace; run `mcp-agent login`",
             crate::devices::rfc3339(peer.not_after)
         )));
     }
+    let must_renew = peer.not_after < now;
     let Some(user) = user.filter(|u| !u.disabled) else {
         return Err(refuse(format!(
             "the account that owns device {} is disabled; ask the relay's admin",
@@ -259,6 +284,7 @@ async fn check_device(
         id: device.id,
         user: user.id,
         email: user.email.as_str().to_owned(),
+        must_renew,
     })
 }
 
@@ -319,6 +345,7 @@ fn admit(
 async fn control_loop(
     app: &App,
     handle: &AgentHandle,
+    device: Option<&AdmittedDevice>,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     state: &mut ControlState,
@@ -326,8 +353,24 @@ async fn control_loop(
 ) -> Result<(), ConnError> {
     let conn = &handle.conn;
     let deadline = HEARTBEAT_INTERVAL * MISSED_HEARTBEATS;
+    let mut renew_by = device
+        .filter(|d| d.must_renew)
+        .map(|_| tokio::time::Instant::now() + RENEW_DEADLINE);
     loop {
+        let renewal_due = async {
+            match renew_by {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let frame = tokio::select! {
+            _ = renewal_due => {
+                conn.close(
+                    ErrorCode::UNAUTHORIZED.0.into(),
+                    b"the device certificate expired and was not renewed; run `mcp-agent login`",
+                );
+                return Err(ConnError::Rejected("expired certificate not renewed".into()));
+            }
             f = tokio::time::timeout(deadline, reader.next()) => f,
             _ = shutdown.cancelled() => {
                 let _ = write_frame(send, &Frame::GoAway(GoAway {
@@ -355,6 +398,13 @@ async fn control_loop(
         }
         match frame {
             Frame::Ping(n) => write_frame(send, &Frame::Pong(n)).await?,
+            Frame::RenewCert(r) => {
+                let update = renew(app, device, &r).await;
+                if update.error.is_none() {
+                    renew_by = None;
+                }
+                write_frame(send, &Frame::DeviceUpdate(update)).await?;
+            }
             Frame::GoAway(g) => {
                 // The agent is draining: stop routing new requests to it now;
                 // in-flight streams finish on the still-open connection.
@@ -364,6 +414,67 @@ async fn control_loop(
             }
             _ => {}
         }
+    }
+}
+
+/// Issues a renewed certificate for the connected device from its CSR: same
+/// key as enrolled, device not revoked, user enabled.
+async fn renew(app: &App, device: Option<&AdmittedDevice>, r: &RenewCert) -> DeviceUpdate {
+    use base64::Engine;
+    let refuse = |e: String| DeviceUpdate {
+        error: Some(e),
+        ..Default::default()
+    };
+    let Some(device) = device else {
+        return refuse("only device-certificate agents renew certificates".into());
+    };
+    let Ok(csr) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(r.csr.trim()) else {
+        return refuse("the CSR is not base64url DER".into());
+    };
+    let store = app.store.clone();
+    let id = device.id.clone();
+    let current = tokio::task::spawn_blocking(move || {
+        let d = store.get_device(&id)?;
+        let u = match &d {
+            Some(d) => store.get_user(d.user_id)?,
+            None => None,
+        };
+        Ok::<_, crate::store::StoreError>((d, u))
+    })
+    .await;
+    let (stored, user) = match current {
+        Ok(Ok((Some(d), Some(u)))) if d.revoked_at.is_none() && !u.disabled => (d, u),
+        Ok(Ok(_)) => return refuse("the device was revoked or its account disabled".into()),
+        _ => return refuse("the relay could not read its devices".into()),
+    };
+    let issued = match app.device_ca.issue(
+        &csr,
+        &device.id,
+        user.email.as_str(),
+        app.config.limits.device_cert_ttl,
+    ) {
+        Ok(i) => i,
+        Err(e) => return refuse(e.to_string()),
+    };
+    if issued.key_sha256 != stored.key_sha256 {
+        return refuse("a renewal must use the key the device enrolled with".into());
+    }
+    let store = app.store.clone();
+    let (id, exp) = (device.id.clone(), issued.not_after);
+    if tokio::task::spawn_blocking(move || store.renew_device(&id, exp))
+        .await
+        .map_err(|_| ())
+        .and_then(|r| r.map_err(|_| ()))
+        .is_err()
+    {
+        return refuse("the relay could not record the renewal".into());
+    }
+    tracing::info!(device = %device.id, expires_at = issued.not_after, "device certificate renewed");
+    DeviceUpdate {
+        certificate: Some(issued.cert_pem),
+        expires_at: Some(issued.not_after),
+        assertion_keys: Some(app.auth.jwks()),
+        error: None,
     }
 }
 
