@@ -60,6 +60,9 @@ enum Command {
     /// Agents' devices (their client certificates).
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Tunnel names and who owns them.
+    #[command(subcommand)]
+    Tunnels(TunnelsCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -288,6 +291,39 @@ enum EnrollTokensCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TunnelsCommand {
+    /// List claimed tunnel names and their owners.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Reserve NAME for EMAIL: only that user's devices may serve it.
+    #[command(after_help = "Example:\n  mcp-relay tunnels reserve shop --owner alice@example.com")]
+    Reserve {
+        /// The tunnel name.
+        name: String,
+        /// The owning account.
+        #[arg(long)]
+        owner: String,
+        /// Take the name from its current owner.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Release NAME: the next agent to serve it claims it.
+    Release {
+        /// The tunnel name.
+        name: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DevicesCommand {
     /// List enrolled devices.
     List {
@@ -362,6 +398,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServiceAccounts(cmd) => service_accounts(cmd),
         Command::EnrollTokens(cmd) => enroll_tokens(cmd),
         Command::Devices(cmd) => devices(cmd),
+        Command::Tunnels(cmd) => tunnels(cmd),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -702,6 +739,95 @@ fn enroll_tokens(cmd: EnrollTokensCommand) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(ttl)
             );
             println!("{}", token.expose());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::registry::{Claim, read_claims, write_claims};
+    use mcp_relay::store::{Email, Store};
+    match cmd {
+        TunnelsCommand::List { json, at } => {
+            let (state, store) = at.open()?;
+            let users = store.list_users()?;
+            let claims = read_claims(&state.path("tunnels.json"))?;
+            let mut rows: Vec<serde_json::Value> = claims
+                .iter()
+                .map(|(name, c)| {
+                    let owner = c
+                        .owner
+                        .strip_prefix("user:")
+                        .and_then(|id| id.parse::<i64>().ok())
+                        .and_then(|id| users.iter().find(|u| u.id.0 == id))
+                        .map(|u| u.email.as_str().to_owned())
+                        .unwrap_or_else(|| format!("agent-token {}", c.owner));
+                    serde_json::json!({
+                        "name": name.as_str(),
+                        "owner": owner,
+                        "claimed_at": mcp_relay::devices::rfc3339(c.claimed_at as i64),
+                    })
+                })
+                .collect();
+            rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("NAME\tOWNER\tCLAIMED");
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}",
+                        r["name"].as_str().unwrap_or(""),
+                        r["owner"].as_str().unwrap_or(""),
+                        r["claimed_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        TunnelsCommand::Reserve {
+            name,
+            owner,
+            force,
+            at,
+        } => {
+            let (state, store) = at.open()?;
+            let tunnel = mcp_tunnel_proto::TunnelName::parse(&name)?;
+            let u = store
+                .get_user_by_email(&Email::parse(&owner)?)?
+                .with_context(|| {
+                    format!("no account {owner}; add it with `mcp-relay users add {owner}`")
+                })?;
+            let path = state.path("tunnels.json");
+            let mut claims = read_claims(&path)?;
+            let new_owner = mcp_relay::agents::user_owner(u.id);
+            if let Some(c) = claims.get(&tunnel)
+                && c.owner != new_owner
+                && !force
+            {
+                anyhow::bail!(
+                    "tunnel {name} already belongs to someone else; pass --force to take it"
+                );
+            }
+            claims.insert(
+                tunnel,
+                Claim {
+                    owner: new_owner,
+                    claimed_at: mcp_relay::oauth::token::unix_now(),
+                },
+            );
+            write_claims(&path, &claims)?;
+            eprintln!("tunnel {name} reserved for {owner}");
+        }
+        TunnelsCommand::Release { name, at } => {
+            let (state, _) = at.open()?;
+            let tunnel = mcp_tunnel_proto::TunnelName::parse(&name)?;
+            let path = state.path("tunnels.json");
+            let mut claims = read_claims(&path)?;
+            if claims.remove(&tunnel).is_none() {
+                anyhow::bail!("tunnel {name} is not claimed");
+            }
+            write_claims(&path, &claims)?;
+            eprintln!("tunnel {name} released");
         }
     }
     Ok(ExitCode::SUCCESS)

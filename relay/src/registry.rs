@@ -65,7 +65,7 @@ pub enum Lookup {
 pub enum RegisterError {
     /// Another credential owns the name.
     #[error(
-        "tunnel name \"{0}\" is taken by another agent credential; choose another --name, or ask the relay admin to revoke that credential"
+        "tunnel name \"{0}\" belongs to someone else; choose another --name, or ask the relay's admin (`mcp-relay tunnels list`)"
     )]
     NameTaken(TunnelName),
     /// The claim could not be saved.
@@ -96,16 +96,7 @@ impl Registry {
     /// Loads the claims from `state`.
     pub fn load(state: &StateDir) -> anyhow::Result<Self> {
         let claims_path = state.path("tunnels.json");
-        let claims = match std::fs::read(&claims_path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| {
-                format!(
-                    "{} is corrupt; fix or remove it (it only records which credential owns which tunnel name)",
-                    claims_path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", claims_path.display())),
-        };
+        let claims = read_claims(&claims_path)?;
         Ok(Self {
             online: RwLock::new(HashMap::new()),
             claims: Mutex::new(claims),
@@ -146,6 +137,10 @@ impl Registry {
     ) -> Result<(Arc<AgentHandle>, Option<Arc<AgentHandle>>), RegisterError> {
         {
             let mut claims = lock(&self.claims);
+            // An admin may have reserved names (`mcp-relay tunnels reserve`) since.
+            if let Ok(on_disk) = read_claims(&self.claims_path) {
+                *claims = on_disk;
+            }
             match claims.get(name) {
                 Some(c) if c.owner == owner => {}
                 Some(c) if owner_is_valid(&c.owner) => {
@@ -202,6 +197,28 @@ impl Registry {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+}
+
+/// Reads the tunnel-name claims file (missing: none).
+pub fn read_claims(path: &std::path::Path) -> anyhow::Result<HashMap<TunnelName, Claim>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| {
+            format!(
+                "{} is corrupt; fix or remove it (it only records who owns which tunnel name)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the tunnel-name claims file (0600, atomically).
+pub fn write_claims(
+    path: &std::path::Path,
+    claims: &HashMap<TunnelName, Claim>,
+) -> anyhow::Result<()> {
+    write_private(path, &serde_json::to_vec_pretty(claims)?)
 }
 
 // A poisoned lock means a thread panicked while holding it; the maps stay

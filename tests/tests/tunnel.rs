@@ -406,7 +406,7 @@ async fn another_credential_cannot_take_a_tunnel_name_but_the_same_one_replaces_
     assert!(
         thief
             .output()
-            .contains("is taken by another agent credential"),
+            .contains("belongs to someone else"),
         "{}",
         thief.output()
     );
