@@ -1,5 +1,5 @@
 //! The agent's optional config file (`~/.config/mcp-agent/agent.toml` on
-//! Linux, or `--config FILE`). Every key is optional and matches a
+//! Linux, or `--config FILE`; the directory moves with `MCP_AGENT_CONFIG_DIR`). Every key is optional and matches a
 //! `connect`/`serve` flag; flags and `MCP_AGENT_*` variables win over it.
 //! Unknown keys are errors with their line and column.
 //!
@@ -15,6 +15,8 @@
 //! max_bytes = 1048576
 //! query_timeout = "5s"
 //! quiet = false
+//! env = ["PGPASSWORD=secret:DBPASS"]                       # --env, for a stdio child
+//! upstream_headers = ["Authorization: Bearer secret:TOKEN"] # --upstream-header
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,13 +57,34 @@ pub struct AgentFile {
     pub query_timeout: Option<Duration>,
     /// No line per request.
     pub quiet: Option<bool>,
+    /// Environment of the stdio child, `NAME=VALUE` or `NAME=secret:KEY` (like `--env`).
+    pub env: Option<Vec<String>>,
+    /// Headers sent to the HTTP upstream, `Name: value` (like `--upstream-header`).
+    pub upstream_headers: Option<Vec<String>>,
+}
+
+/// The variable that moves the agent's config directory (`agent.toml`,
+/// `credentials.toml`), e.g. for tests or several agents on one account.
+pub const CONFIG_DIR_ENV: &str = "MCP_AGENT_CONFIG_DIR";
+
+/// The agent's config directory: `$MCP_AGENT_CONFIG_DIR`, else the platform's
+/// (`~/.config/mcp-agent` on Linux). `None` if neither exists.
+pub fn config_dir() -> Option<PathBuf> {
+    config_dir_with(&|k| std::env::var(k).ok())
+}
+
+/// [`config_dir`] with an injected environment lookup (tests pass a map).
+pub fn config_dir_with(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(dir) = env(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("", "", "mcp-agent").map(|d| d.config_dir().to_path_buf())
 }
 
 impl AgentFile {
     /// The default location, if the platform has a config dir.
     pub fn default_path() -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "mcp-agent")
-            .map(|d| d.config_dir().join("agent.toml"))
+        config_dir().map(|d| d.join("agent.toml"))
     }
 
     /// Loads `path`, or the default file if `path` is `None` and it exists.
@@ -125,6 +148,23 @@ mod tests {
         assert_eq!(f.name.unwrap().as_str(), "shop");
         assert_eq!(f.query_timeout, Some(Duration::from_millis(250)));
         assert_eq!(f.max_rows, Some(10));
+        let f = AgentFile::parse(
+            "env = [\"PGPASSWORD=secret:DBPASS\"]\nupstream_headers = [\"Authorization: Bearer secret:T\"]\n",
+        )
+        .unwrap();
+        assert_eq!(f.env.unwrap(), ["PGPASSWORD=secret:DBPASS"]);
+        assert_eq!(
+            f.upstream_headers.unwrap(),
+            ["Authorization: Bearer secret:T"]
+        );
+    }
+
+    #[test]
+    fn config_dir_follows_the_override() {
+        let dir = config_dir_with(&|k| (k == CONFIG_DIR_ENV).then(|| "/tmp/x".to_owned()));
+        assert_eq!(dir, Some(PathBuf::from("/tmp/x")));
+        let dir = config_dir_with(&|k| (k == CONFIG_DIR_ENV).then(String::new));
+        assert_ne!(dir, Some(PathBuf::new()), "an empty override is ignored");
     }
 
     #[test]

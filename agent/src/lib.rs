@@ -8,11 +8,15 @@
 //!
 //! The agent dials out (no inbound port), reconnects by itself with jittered
 //! backoff, and counts every stream it receives and rejects (see [`stats`]).
+//! Secrets the upstream needs live in the [`credstore`] (OS keyring or a
+//! 0600 file) and reach only the upstream (see [`secrets`]).
 
 pub mod backoff;
 pub mod config;
 pub mod connect;
+pub mod credstore;
 pub mod forward;
+pub mod secrets;
 pub mod stats;
 pub mod tls;
 pub mod upstream;

@@ -1,19 +1,23 @@
 //! The `mcp-agent` command line. Everything testable lives in the library.
 
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use mcp_agent::config::AgentFile;
+use mcp_agent::credstore::{CredentialStore, MAX_VALUE_BYTES};
+use mcp_agent::secrets::{Resolved, SecretName, Secrets, SecretsError};
 use mcp_agent::upstream::Upstream;
-use mcp_agent::upstream::http::HttpUpstream;
+use mcp_agent::upstream::http::{HeaderSpec, HttpUpstream};
 use mcp_agent::upstream::sqlite::SqliteUpstream;
-use mcp_agent::upstream::stdio::StdioBridge;
+use mcp_agent::upstream::stdio::{EnvSpec, StdioBridge, StdioLimits};
 use mcp_agent::{ConnectConfig, ConnectError};
 use mcp_tunnel_proto::{Secret, TunnelName};
 use tokio_util::sync::CancellationToken;
 use url::Url;
+use zeroize::Zeroizing;
 
 /// mimalloc instead of glibc malloc: per-request buffers made glibc's
 /// malloc/free ~14% of the relay's CPU at 20k req/s (perf, bench/).
@@ -39,6 +43,12 @@ const EXAMPLES: &str = "Examples:
   mcp-agent serve --db shop.db --http 127.0.0.1:8000
   mcp-agent connect --relay https://localhost:8443 --ca ~/.local/share/mcp-relay/dev-ca.pem ...
   mcp-agent status --json
+
+Secrets for the upstream (kept in the OS keyring or a 0600 file, never sent to the relay):
+  mcp-agent secrets set DBPASS                 # prompts (input hidden), or pipe the value in
+  mcp-agent connect ... --stdio \"my-mcp-server\" --env PGPASSWORD=secret:DBPASS
+  mcp-agent connect ... --upstream http://127.0.0.1:8000/mcp \\
+      --upstream-header 'Authorization: Bearer secret:API_TOKEN'
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 unauthorized, 4 tunnel name taken,
 5 protocol version mismatch, 6 replaced by another agent with the same credential.";
@@ -117,14 +127,34 @@ impl UpstreamArgs {
         }
     }
 
-    fn build(&self, sqlite: &SqliteArgs) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
+    fn build(
+        &self,
+        sqlite: &SqliteArgs,
+        extras: &UpstreamExtras,
+        resolved: &Resolved,
+    ) -> anyhow::Result<std::sync::Arc<dyn Upstream>> {
         Ok(match (&self.db, &self.stdio, &self.upstream) {
             (Some(db), _, _) => std::sync::Arc::new(SqliteUpstream::new(sqlite.open(db)?)),
             (_, Some(cmd), _) => {
                 let argv = shell_words(cmd)?;
-                std::sync::Arc::new(StdioBridge::new(argv)?)
+                let env = extras
+                    .env
+                    .iter()
+                    .map(|e| {
+                        e.render(resolved)
+                            .with_context(|| format!("--env {}", e.name))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                std::sync::Arc::new(StdioBridge::with_env(argv, env, StdioLimits::default())?)
             }
-            (_, _, Some(url)) => std::sync::Arc::new(HttpUpstream::new(url)?),
+            (_, _, Some(url)) => {
+                let mut headers = http::HeaderMap::new();
+                for h in &extras.headers {
+                    let (name, value) = h.render(resolved)?;
+                    headers.append(name, value);
+                }
+                std::sync::Arc::new(HttpUpstream::new(url)?.with_headers(headers))
+            }
             _ => anyhow::bail!(
                 "nothing to serve: pass one of --db FILE, --stdio CMD or --upstream URL (or set db/stdio/upstream in the config file)"
             ),
@@ -139,6 +169,95 @@ impl UpstreamArgs {
             .and_then(|s| s.to_str())
             .ok_or_else(|| anyhow::anyhow!("pass --name NAME (only --db has a default name)"))?;
         Ok(TunnelName::sanitize(stem)?)
+    }
+}
+
+/// What `--env` and `--upstream-header` (or the config file's `env` and
+/// `upstream_headers`) add to the upstream.
+#[derive(Debug, Default)]
+struct UpstreamExtras {
+    env: Vec<EnvSpec>,
+    headers: Vec<HeaderSpec>,
+}
+
+impl UpstreamExtras {
+    /// The flags' lists, else the config file's.
+    fn merge(
+        env: Vec<EnvSpec>,
+        headers: Vec<HeaderSpec>,
+        file: &AgentFile,
+    ) -> anyhow::Result<Self> {
+        fn from_file<T>(list: &Option<Vec<String>>, key: &str) -> anyhow::Result<Vec<T>>
+        where
+            T: std::str::FromStr,
+            T::Err: std::error::Error + Send + Sync + 'static,
+        {
+            list.iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.parse::<T>()
+                        .with_context(|| format!("in the config file: {key}[{i}]"))
+                })
+                .collect()
+        }
+        Ok(Self {
+            env: if env.is_empty() {
+                from_file(&file.env, "env")?
+            } else {
+                env
+            },
+            headers: if headers.is_empty() {
+                from_file(&file.upstream_headers, "upstream_headers")?
+            } else {
+                headers
+            },
+        })
+    }
+
+    /// `--env` needs a stdio child and `--upstream-header` an HTTP upstream.
+    fn check(&self, source: &UpstreamArgs) -> anyhow::Result<()> {
+        if !self.env.is_empty() && source.stdio.is_none() {
+            anyhow::bail!(
+                "--env sets the environment of a --stdio child, and this tunnel serves no --stdio command; for --upstream URL use --upstream-header"
+            );
+        }
+        if !self.headers.is_empty() && source.upstream.is_none() {
+            anyhow::bail!(
+                "--upstream-header applies to an --upstream URL, and this tunnel serves none; for --stdio CMD use --env"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the secrets they name from the credential store (at start, so
+    /// a missing one fails now, not at the first request).
+    fn resolve(&self) -> anyhow::Result<Resolved> {
+        let names: Vec<&SecretName> = self
+            .env
+            .iter()
+            .map(|e| &e.value)
+            .chain(self.headers.iter().map(|h| &h.value))
+            .flat_map(|t| t.secrets())
+            .collect();
+        if names.is_empty() {
+            return Ok(Resolved::default());
+        }
+        let store = CredentialStore::open()
+            .context("opening the credential store for the upstream's secrets")?;
+        let resolved = Secrets::new(&store).resolve(names).map_err(|e| match e {
+            SecretsError::Unknown(_) => {
+                anyhow::anyhow!("{e}\n  (credential store: {})", store.describe())
+            }
+            e => anyhow::Error::from(e),
+        })?;
+        let listed: Vec<&str> = resolved.names().map(|n| n.as_str()).collect();
+        eprintln!(
+            "secrets {} from {} (used on this machine only)",
+            listed.join(", "),
+            store.describe()
+        );
+        Ok(resolved)
     }
 }
 
@@ -184,6 +303,19 @@ enum Command {
         /// Where to write it (must not exist).
         file: PathBuf,
     },
+    /// Store secrets the upstream needs, in the OS keyring or a 0600 file.
+    ///
+    /// Use them as secret:NAME in `connect --env VAR=secret:NAME` (stdio) or
+    /// `connect --upstream-header 'Authorization: Bearer secret:NAME'` (HTTP).
+    /// Values stay on this machine: never sent to the relay, never printed.
+    /// MCP_AGENT_CREDENTIAL_STORE=keyring|file picks the store (default: the
+    /// OS keyring if it works here, else ~/.config/mcp-agent/credentials.toml).
+    ///
+    /// Exit codes: 0 ok, 1 error (no such secret, store unusable), 2 usage.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Show the agents running on this machine.
     Status {
         /// Print JSON (one array of agents).
@@ -194,6 +326,31 @@ enum Command {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Store (or replace) a secret. The value is read from the terminal
+    /// without echo, or from stdin when it is piped.
+    Set {
+        /// Its name: 1 to 64 letters, digits, '_', '.' or '-'.
+        name: SecretName,
+        /// Read the value from stdin even on a terminal (one trailing newline is dropped).
+        #[arg(long)]
+        value_stdin: bool,
+    },
+    /// List stored secrets: name, created, last used (never values).
+    List {
+        /// Print JSON (an array of {name, created, last_used}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Its name.
+        name: SecretName,
     },
 }
 
@@ -218,6 +375,16 @@ struct ConnectArgs {
     /// Don't print a line per request.
     #[arg(long, short)]
     quiet: bool,
+    /// Environment variable for the --stdio child: NAME=VALUE, or
+    /// NAME=secret:KEY for a secret stored with `mcp-agent secrets set KEY`
+    /// (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<EnvSpec>,
+    /// Header added to every request to the --upstream server, e.g.
+    /// 'Authorization: Bearer secret:KEY' (secret:KEY is replaced by the
+    /// stored secret; repeatable). Replaces the client's header of that name.
+    #[arg(long = "upstream-header", value_name = "'NAME: VALUE'")]
+    upstream_headers: Vec<HeaderSpec>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -267,6 +434,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Secrets { command } => secrets(command),
         Command::Status { json } => rt.block_on(status(json)),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -325,7 +493,10 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
     let file = AgentFile::load(args.sqlite.config.as_deref())?;
     let sqlite = args.sqlite.clone().merge(&file);
     let source = args.source.merge(&file);
-    let upstream = source.build(&sqlite)?;
+    let extras = UpstreamExtras::merge(args.env, args.upstream_headers, &file)?;
+    extras.check(&source)?;
+    let resolved = extras.resolve()?;
+    let upstream = source.build(&sqlite, &extras, &resolved)?;
     let name = match args.name.or_else(|| file.name.clone()) {
         Some(n) => n,
         None => source.default_name()?,
@@ -348,6 +519,94 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
         quiet: args.quiet || file.quiet.unwrap_or(false),
         runtime_dir: None,
     })
+}
+
+/// `mcp-agent secrets …`.
+fn secrets(command: SecretsCommand) -> ExitCode {
+    match secrets_command(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn secrets_command(command: SecretsCommand) -> anyhow::Result<()> {
+    let store = CredentialStore::open()?;
+    let secrets = Secrets::new(&store);
+    match command {
+        SecretsCommand::Set { name, value_stdin } => {
+            // A store that cannot be read fails before the value is typed.
+            secrets.list()?;
+            let value = read_secret_value(&name, value_stdin)?;
+            let replaced = secrets.set(&name, &value)?;
+            eprintln!(
+                "{} secret {name} in {}",
+                if replaced { "replaced" } else { "stored" },
+                store.describe()
+            );
+            eprintln!(
+                "use it as secret:{name}, e.g. --env VAR=secret:{name} or --upstream-header 'Authorization: Bearer secret:{name}'"
+            );
+        }
+        SecretsCommand::List { json } => {
+            let list = secrets.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no secrets stored; add one with: mcp-agent secrets set NAME");
+            } else {
+                print!("{}", mcp_agent::secrets::format_table(&list));
+            }
+            eprintln!("credential store: {}", store.describe());
+        }
+        SecretsCommand::Rm { name } => {
+            secrets.remove(&name).map_err(|e| match e {
+                SecretsError::Unknown(_) => anyhow::anyhow!(
+                    "no secret {name} in {}; see the stored ones with: mcp-agent secrets list",
+                    store.describe()
+                ),
+                e => e.into(),
+            })?;
+            eprintln!("removed secret {name} from {}", store.describe());
+        }
+    }
+    Ok(())
+}
+
+/// The value for `secrets set`: typed without echo on a terminal, else all
+/// of stdin less one trailing newline.
+fn read_secret_value(name: &SecretName, value_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    let stdin = std::io::stdin();
+    let value = if !value_stdin && stdin.is_terminal() {
+        Zeroizing::new(
+            rpassword::prompt_password(format!("value for {name} (input hidden): "))
+                .context("reading the value from the terminal")?,
+        )
+    } else {
+        let mut raw = Zeroizing::new(Vec::new());
+        stdin
+            .lock()
+            .take(MAX_VALUE_BYTES as u64 + 2)
+            .read_to_end(&mut raw)
+            .context("reading the value from stdin")?;
+        let mut text = std::str::from_utf8(&raw).map_err(|_| {
+            anyhow::anyhow!("the value on stdin is not UTF-8 text; nothing was stored")
+        })?;
+        text = text.strip_suffix('\n').unwrap_or(text);
+        text = text.strip_suffix('\r').unwrap_or(text);
+        anyhow::ensure!(
+            text.len() <= MAX_VALUE_BYTES,
+            "the value on stdin is larger than {MAX_VALUE_BYTES} bytes; nothing was stored"
+        );
+        Zeroizing::new(text.to_owned())
+    };
+    anyhow::ensure!(
+        !value.is_empty(),
+        "the value for {name} is empty; nothing was stored (pipe it in, e.g. printf %s \"$VALUE\" | mcp-agent secrets set {name})"
+    );
+    Ok(value)
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

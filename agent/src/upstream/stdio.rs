@@ -67,6 +67,13 @@
 //! | sessionless respawn backoff             | [`RESPAWN_BASE`] 1 s (jittered to 0.5–1 s) … [`RESPAWN_CAP`] 30 s |
 //!
 //! [`StdioLimits`] overrides them (tests use small ones).
+//!
+//! # Environment
+//!
+//! Children inherit the agent's environment plus the `--env NAME=VALUE`
+//! variables ([`EnvSpec`]), whose values may hold stored secrets
+//! (`NAME=secret:KEY`, see [`crate::secrets`]); those are resolved once at
+//! start and never logged.
 //! The time a request may take is the agent's (it wraps every call in the
 //! relay's deadline).
 
@@ -93,6 +100,8 @@ use tokio_util::task::TaskTracker;
 
 use super::{BoxError, BoxFuture, Upstream, UpstreamBody, UpstreamError, UpstreamRequest};
 use crate::backoff::Backoff;
+use crate::secrets::{Resolved, SecretsError, Template};
+use mcp_tunnel_proto::Secret;
 
 /// Most sessions (one child each) open at once; more `initialize`s get 503.
 pub const MAX_SESSIONS: usize = 64;
@@ -155,6 +164,69 @@ impl Default for StdioLimits {
     }
 }
 
+/// One `--env NAME=VALUE` for the stdio child; VALUE may hold `secret:KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSpec {
+    /// The variable's name (letters, digits, `_`; not starting with a digit).
+    pub name: String,
+    /// Its value, with secret placeholders.
+    pub value: Template,
+}
+
+/// Why an `--env` is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvSpecError {
+    /// Not `NAME=VALUE`.
+    #[error("expected NAME=VALUE or NAME=secret:KEY, e.g. PGPASSWORD=secret:DBPASS")]
+    Syntax,
+    /// NAME is not a portable variable name.
+    #[error(
+        "{0:?} is not an environment variable name: use letters, digits and '_', not starting with a digit"
+    )]
+    BadName(String),
+    /// VALUE misuses `secret:`, or names a secret that is not stored.
+    #[error(transparent)]
+    Value(#[from] SecretsError),
+    /// The value holds a NUL byte, which no environment variable can carry.
+    #[error("the value of {0} holds a NUL byte, which an environment variable cannot carry")]
+    Nul(String),
+}
+
+impl std::str::FromStr for EnvSpec {
+    type Err = EnvSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, value) = s.split_once('=').ok_or(EnvSpecError::Syntax)?;
+        let portable = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !portable {
+            return Err(EnvSpecError::BadName(name.to_owned()));
+        }
+        let value: Template = value.parse()?;
+        if value.render_placeholders("").contains('\0') {
+            return Err(EnvSpecError::Nul(name.to_owned()));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            value,
+        })
+    }
+}
+
+impl EnvSpec {
+    /// The variable with its secrets filled in from `resolved`.
+    pub fn render(&self, resolved: &Resolved) -> Result<(String, Secret), EnvSpecError> {
+        let value = self.value.render(resolved)?;
+        if value.expose().contains('\0') {
+            return Err(EnvSpecError::Nul(self.name.clone()));
+        }
+        Ok((self.name.clone(), value))
+    }
+}
+
 /// Runs a stdio MCP server per MCP session (see the module docs for the rule).
 #[derive(Debug)]
 pub struct StdioBridge {
@@ -170,6 +242,16 @@ impl StdioBridge {
 
     /// Like [`StdioBridge::new`], with other limits.
     pub fn with_limits(command: Vec<String>, limits: StdioLimits) -> anyhow::Result<Self> {
+        Self::with_env(command, Vec::new(), limits)
+    }
+
+    /// Like [`StdioBridge::with_limits`], adding `env` to each child's
+    /// environment (values may be secrets: they are never logged).
+    pub fn with_env(
+        command: Vec<String>,
+        env: Vec<(String, Secret)>,
+        limits: StdioLimits,
+    ) -> anyhow::Result<Self> {
         let Some(program) = command.first() else {
             anyhow::bail!("--stdio needs a command");
         };
@@ -187,6 +269,7 @@ impl StdioBridge {
                 name,
                 program: program_path,
                 args: command[1..].to_vec(),
+                env,
                 limits: limits.clone(),
                 sessions: Mutex::new(HashMap::new()),
                 sessionless: Mutex::new(Sessionless {
@@ -243,6 +326,8 @@ struct Inner {
     name: String,
     program: PathBuf,
     args: Vec<String>,
+    /// `--env` variables added to each child's environment (values masked).
+    env: Vec<(String, Secret)>,
     limits: StdioLimits,
     sessions: Mutex<HashMap<String, Arc<Server>>>,
     sessionless: Mutex<Sessionless>,
@@ -508,6 +593,7 @@ impl Inner {
     fn spawn(self: &Arc<Self>, session: Option<String>) -> Result<Arc<Server>, UpstreamError> {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v.expose())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1553,6 +1639,8 @@ while True:
         reply(mid, {"pid": os.getpid()})
     elif m == "echo":
         reply(mid, p)
+    elif m == "env":
+        reply(mid, {"value": os.environ.get(p["name"])})
     elif m == "slow_echo":
         threading.Timer(p["delay"], reply, (mid, p)).start()
     elif m == "hang":
@@ -1741,6 +1829,62 @@ while True:
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn env_variables_reach_every_child_and_stay_out_of_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake_server.py");
+        std::fs::write(&script, FAKE_SERVER).unwrap();
+        let log = dir.path().join("received.log");
+        let command = vec![
+            python(),
+            script.display().to_string(),
+            log.display().to_string(),
+        ];
+        let spec: EnvSpec = "MCP_TEST_TOKEN=secret:T".parse().unwrap();
+        assert_eq!(spec.value.secrets().count(), 1);
+        let env = vec![
+            ("MCP_TEST_TOKEN".to_owned(), Secret::new("s3cret-value")),
+            ("MCP_TEST_PLAIN".to_owned(), Secret::new("plain")),
+        ];
+        let bridge = StdioBridge::with_env(command, env, StdioLimits::default()).unwrap();
+        for _ in 0..2 {
+            let (s, _) = initialize(&bridge).await;
+            for (name, want) in [
+                ("MCP_TEST_TOKEN", "s3cret-value"),
+                ("MCP_TEST_PLAIN", "plain"),
+            ] {
+                let r = post(&bridge, Some(&s), &rpc(1, "env", json!({"name": name}))).await;
+                assert_eq!(r.json()["result"]["value"], want, "{r:?}");
+            }
+        }
+        assert!(!format!("{bridge:?}").contains("s3cret"));
+        assert!(!bridge.describe().contains("s3cret"));
+    }
+
+    #[test]
+    fn env_specs_are_checked() {
+        let spec: EnvSpec = "A_1=x=y".parse().unwrap();
+        assert_eq!(spec.name, "A_1");
+        assert_eq!(spec.render(&Resolved::default()).unwrap().1.expose(), "x=y");
+        let e = "NOEQUALS".parse::<EnvSpec>().unwrap_err().to_string();
+        assert!(e.contains("expected NAME=VALUE"), "{e}");
+        for bad in ["=v", "1A=v", "A-B=v", "A B=v"] {
+            let e = bad.parse::<EnvSpec>().unwrap_err().to_string();
+            assert!(e.contains("not an environment variable name"), "{bad}: {e}");
+        }
+        let e = "A=secret:".parse::<EnvSpec>().unwrap_err().to_string();
+        assert!(e.contains("must be followed by a secret name"), "{e}");
+        let e = "A=x\0y".parse::<EnvSpec>().unwrap_err().to_string();
+        assert!(e.contains("NUL"), "{e}");
+        let e = "A=secret:NOPE"
+            .parse::<EnvSpec>()
+            .unwrap()
+            .render(&Resolved::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("no secret NOPE"), "{e}");
     }
 
     #[tokio::test]

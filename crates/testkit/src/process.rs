@@ -466,7 +466,17 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent and waits until it prints its public URL.
     pub fn start(relay: &Relay, opts: AgentOptions) -> anyhow::Result<Self> {
-        let mut agent = Self::spawn(relay, opts)?;
+        Self::start_with_env(relay, opts, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables (e.g. a credential
+    /// store in a temp dir).
+    pub fn start_with_env(
+        relay: &Relay,
+        opts: AgentOptions,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
+        let mut agent = Self::spawn_with_env(relay, opts, env)?;
         let line = agent
             .proc
             .wait_for_line("Public MCP URL:", Duration::from_secs(20))?;
@@ -476,6 +486,15 @@ impl Agent {
 
     /// Starts an agent without waiting (for agents expected to fail).
     pub fn spawn(relay: &Relay, opts: AgentOptions) -> anyhow::Result<Self> {
+        Self::spawn_with_env(relay, opts, &[])
+    }
+
+    /// [`Agent::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        relay: &Relay,
+        opts: AgentOptions,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
         let token = match opts.token {
             Some(t) => t,
             None => relay.create_token()?,
@@ -491,7 +510,8 @@ impl Agent {
             .arg(relay.ca_file())
             .args(&opts.args)
             .env("MCP_AGENT_TOKEN", token)
-            .env("MCP_AGENT_RUNTIME_DIR", runtime.path());
+            .env("MCP_AGENT_RUNTIME_DIR", runtime.path())
+            .envs(env.iter().copied());
         let proc = Proc::spawn("agent", cmd)?;
         Ok(Self {
             proc,
