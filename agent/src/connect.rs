@@ -38,12 +38,41 @@ pub struct ConnectConfig {
     pub upstream: Arc<dyn Upstream>,
     /// Extra CA certificate(s) to trust for the relay.
     pub ca: Option<PathBuf>,
-    /// The agent token.
-    pub token: Secret,
+    /// How the agent proves who it is.
+    pub credential: AgentCredential,
     /// Don't print a line per request.
     pub quiet: bool,
     /// Where the status socket goes (default: [`crate::stats::runtime_dir`]).
     pub runtime_dir: Option<PathBuf>,
+}
+
+/// The agent's credential.
+#[derive(Debug, Clone)]
+pub enum AgentCredential {
+    /// An agent token (accepted by `--dev` relays only).
+    Token(Secret),
+    /// The device certificate from `mcp-agent login` (mutual TLS).
+    Device(Arc<DeviceSession>),
+}
+
+/// A logged-in device: its identity (replaced on renewal) and where to keep it.
+#[derive(Debug)]
+pub struct DeviceSession {
+    /// The current certificate and key.
+    pub identity: Mutex<crate::identity::DeviceIdentity>,
+    /// Where renewed certificates go.
+    pub store: crate::credstore::CredentialStore,
+    /// The config dir (profile, pinned assertion keys).
+    pub dir: PathBuf,
+}
+
+impl DeviceSession {
+    fn current(&self) -> crate::identity::DeviceIdentity {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Why `connect` stopped for good.
@@ -84,19 +113,32 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
         Some(p) => crate::tls::load_ca(p)?,
         None => Vec::new(),
     };
-    let quic_tls = crate::tls::client_config(extra_roots.clone(), &[ALPN])?;
-    let http_tls = crate::tls::client_config(extra_roots, &[b"h2", b"http/1.1"])?;
+    let http_tls = crate::tls::client_config(extra_roots.clone(), &[b"h2", b"http/1.1"])?;
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(http_tls)
         .timeout(ATTEMPT_TIMEOUT)
         .build()
         .context("building the HTTP client")?;
-    let quic_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)
-        .context("building the QUIC TLS config")?;
-    let mut client_config = quinn::ClientConfig::new(Arc::new(quic_crypto));
-    client_config.transport_config(mcp_tunnel_transport::quic::agent_transport(
-        mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
-    ));
+    let quic_config = {
+        let config = config.clone();
+        move || -> anyhow::Result<quinn::ClientConfig> {
+            let auth = match &config.credential {
+                AgentCredential::Device(d) => {
+                    let id = d.current();
+                    Some((id.chain, id.key))
+                }
+                AgentCredential::Token(_) => None,
+            };
+            let tls = crate::tls::client_config_with_auth(extra_roots.clone(), &[ALPN], auth)?;
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+                .context("building the QUIC TLS config")?;
+            let mut c = quinn::ClientConfig::new(Arc::new(crypto));
+            c.transport_config(mcp_tunnel_transport::quic::agent_transport(
+                mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
+            ));
+            Ok(c)
+        }
+    };
     let upstream = config.upstream.clone();
     let stats = Arc::new(Stats::default());
     let public_url = Arc::new(Mutex::new(String::new()));
@@ -134,6 +176,10 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
         if shutdown.is_cancelled() {
             break Ok(());
         }
+        let client_config = match quic_config() {
+            Ok(c) => c,
+            Err(e) => break Err(e.into()),
+        };
         let attempt = tokio::select! {
             r = tokio::time::timeout(ATTEMPT_TIMEOUT, establish(&config, &http, &client_config, &mut endpoint)) => r,
             _ = shutdown.cancelled() => break Ok(()),
@@ -224,17 +270,16 @@ async fn establish(
                 "0.0.0.0:0".parse()
             }
             .map_err(|e: std::net::AddrParseError| Attempt::Retry(e.into()))?;
-            let mut ep = quinn::Endpoint::client(bind)
+            let ep = quinn::Endpoint::client(bind)
                 .with_context(|| format!("binding a UDP socket on {bind}"))
                 .map_err(|e| Attempt::Fatal(e.into()))?;
-            ep.set_default_client_config(client_config.clone());
             *endpoint = Some((ep.clone(), addr.is_ipv6()));
             ep
         }
     };
     let host = config.relay.host_str().unwrap_or("localhost");
     let conn = ep
-        .connect(addr, host)
+        .connect_with(client_config.clone(), addr, host)
         .map_err(|e| Attempt::Retry(anyhow::anyhow!("QUIC connect to {addr}: {e}")))?
         .await
         .map_err(|e| match e {
@@ -242,6 +287,19 @@ async fn establish(
                 Attempt::Fatal(ConnectError::Setup(anyhow::anyhow!(
                     "the relay's certificate is not trusted ({t}); for a dev relay pass --ca <state dir>/dev-ca.pem"
                 )))
+            }
+            // A TLS alert from the relay (QUIC crypto error 0x1XX) while we
+            // present a device certificate: it refused the certificate.
+            quinn::ConnectionError::ConnectionClosed(c)
+                if matches!(config.credential, AgentCredential::Device(_))
+                    && (0x100..0x200).contains(&u64::from(c.error_code)) =>
+            {
+                Attempt::Fatal(ConnectError::Refused {
+                    code: ErrorCode::UNAUTHORIZED,
+                    message: format!(
+                        "the relay refused this device's certificate ({c}): expired past the renewal grace, tampered, or not issued by this relay; run `mcp-agent login`"
+                    ),
+                })
             }
             e => Attempt::Retry(anyhow::anyhow!("QUIC handshake with {addr}: {e}")),
         })?;
@@ -253,8 +311,9 @@ async fn establish(
         protocol_versions: SUPPORTED_VERSIONS.to_vec(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         tunnel: config.name.clone(),
-        credentials: Credentials::AgentToken {
-            token: config.token.clone(),
+        credentials: match &config.credential {
+            AgentCredential::Token(t) => Credentials::AgentToken { token: t.clone() },
+            AgentCredential::Device(_) => Credentials::DeviceCertificate,
         },
     });
     write_frame(&mut send, &hello)
@@ -408,8 +467,27 @@ async fn serve_connection(
     let mut seq = 0u64;
     let mut last_pong = tokio::time::Instant::now();
     let mut state = ControlState::Open(mcp_tunnel_proto::ControlSide::Agent);
+    let device = match &config.credential {
+        AgentCredential::Device(d) => Some(d.clone()),
+        AgentCredential::Token(_) => None,
+    };
+    let mut renewal_check = tokio::time::interval(RENEWAL_CHECK);
+    let mut renewing = false;
     loop {
         tokio::select! {
+            _ = renewal_check.tick(), if device.is_some() && !renewing => {
+                let Some(d) = &device else { continue };
+                let id = d.current();
+                if id.profile.renewal_due(crate::identity::unix_now()) {
+                    match crate::identity::csr_for(&id.key_pem) {
+                        Ok(csr) => {
+                            renewing = true;
+                            let _ = write_frame(&mut send, &Frame::RenewCert(mcp_tunnel_proto::RenewCert { csr })).await;
+                        }
+                        Err(e) => eprintln!("cannot renew the device certificate: {e:#}"),
+                    }
+                }
+            }
             s = conn.accept_bi() => match s {
                 Ok((s, r)) => {
                     tasks.spawn(handle_stream(s, r, upstream.clone(), stats.clone(), welcome.limits.clone(), config.quiet));
@@ -425,6 +503,14 @@ async fn serve_connection(
                     match frame {
                         Frame::Pong(_) => last_pong = tokio::time::Instant::now(),
                         Frame::Ping(n) => { let _ = write_frame(&mut send, &Frame::Pong(n)).await; }
+                        Frame::DeviceUpdate(u) => {
+                            if u.certificate.is_some() || u.error.is_some() {
+                                renewing = false;
+                            }
+                            if let Some(d) = &device {
+                                apply_update(d, u);
+                            }
+                        }
                         Frame::GoAway(g) => {
                             // The relay is going away; finish what is in flight, then reconnect.
                             eprintln!("relay is going away: {}", g.message);
@@ -464,6 +550,41 @@ async fn serve_connection(
                 break Ended::Shutdown;
             }
         }
+    }
+}
+
+/// How often a device agent checks whether its certificate needs renewing.
+pub const RENEWAL_CHECK: Duration = Duration::from_secs(5);
+
+/// Stores a renewed certificate and pins new assertion keys.
+fn apply_update(d: &DeviceSession, u: mcp_tunnel_proto::DeviceUpdate) {
+    if let Some(e) = u.error {
+        eprintln!("the relay refused to renew the device certificate: {e}");
+    }
+    if let (Some(cert), Some(exp)) = (u.certificate, u.expires_at) {
+        let mut id = d.identity.lock().unwrap_or_else(|e| e.into_inner());
+        let chain = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>();
+        match (
+            chain,
+            crate::identity::store_renewed(&d.store, &d.dir, &mut id.profile, &cert, exp),
+        ) {
+            (Ok(chain), Ok(())) if !chain.is_empty() => {
+                id.chain = chain;
+                eprintln!(
+                    "device certificate renewed (valid until {})",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64)
+                    )
+                );
+            }
+            (_, Err(e)) => eprintln!("could not store the renewed certificate: {e:#}"),
+            _ => eprintln!("the relay sent an unreadable certificate"),
+        }
+    }
+    if let Some(keys) = u.assertion_keys
+        && let Err(e) = crate::identity::pin_assertion_keys(&d.dir, &keys)
+    {
+        eprintln!("could not pin the relay's assertion keys: {e:#}");
     }
 }
 

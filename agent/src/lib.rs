@@ -16,6 +16,7 @@ pub mod config;
 pub mod connect;
 pub mod credstore;
 pub mod forward;
+pub mod identity;
 pub mod secrets;
 pub mod stats;
 pub mod tls;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use mcp_agent::config::AgentFile;
+use mcp_agent::connect::AgentCredential;
 use mcp_agent::credstore::{CredentialStore, MAX_VALUE_BYTES};
 use mcp_agent::secrets::{Resolved, SecretName, Secrets, SecretsError};
 use mcp_agent::upstream::Upstream;
@@ -294,6 +295,13 @@ fn shell_words(s: &str) -> anyhow::Result<Vec<String>> {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Sign this machine in as one of your devices (device code, or --enroll-token).
+    #[command(
+        after_help = "Examples:\n  mcp-agent login --relay https://relay.example.com          # prints a URL and a code\n  mcp-agent login --relay https://relay.example.com --enroll-token $TOKEN   # headless"
+    )]
+    Login(LoginCliArgs),
+    /// Forget this device's credentials here (revoke it at the relay with `mcp-relay devices revoke`).
+    Logout,
     /// Connect to a relay and serve a local MCP server through it.
     Connect(Box<ConnectArgs>),
     /// Run the built-in SQLite MCP tool as an ordinary local MCP server (stdio, or HTTP with --http).
@@ -352,6 +360,25 @@ enum SecretsCommand {
         /// Its name.
         name: SecretName,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginCliArgs {
+    /// The relay's URL [default: the one remembered from the last login].
+    #[arg(long, env = "MCP_AGENT_RELAY")]
+    relay: Option<Url>,
+    /// A one-time token from `mcp-relay enroll-tokens create` (headless servers, CI).
+    #[arg(long, env = "MCP_AGENT_ENROLL_TOKEN", hide_env_values = true)]
+    enroll_token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for the relay, e.g. a dev relay's dev-ca.pem.
+    #[arg(long, env = "MCP_AGENT_CA")]
+    ca: Option<PathBuf>,
+    /// This device's name at the relay [default: the host name].
+    #[arg(long)]
+    label: Option<String>,
+    /// Don't try to open a browser for the approval page.
+    #[arg(long)]
+    no_browser: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -416,6 +443,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Login(args) => rt.block_on(login(args)),
+        Command::Logout => logout(),
         Command::Connect(args) => rt.block_on(connect(*args)),
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::DemoDb { file } => {
@@ -475,7 +504,7 @@ async fn connect(args: ConnectArgs) -> ExitCode {
             if let ConnectError::Refused { code, .. } = &e {
                 match *code {
                     mcp_tunnel_proto::ErrorCode::UNAUTHORIZED => eprintln!(
-                        "hint: create a token with `mcp-relay agent-tokens create` and pass it with --token"
+                        "hint: sign this machine in with `mcp-agent login` (or, for a --dev relay, pass --token from `mcp-relay agent-tokens create`)"
                     ),
                     mcp_tunnel_proto::ErrorCode::NAME_TAKEN => {
                         eprintln!("hint: pick another --name")
@@ -501,24 +530,148 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
         Some(n) => n,
         None => source.default_name()?,
     };
-    let relay = args.relay.or_else(|| file.relay.clone()).context(
-        "no relay: pass --relay https://relay.example.com (or set relay in the config file)",
-    )?;
     let token = match args.token {
-        Some(t) => t,
-        None => file.read_token()?.context(
-            "no agent token: pass --token or set MCP_AGENT_TOKEN (create one with `mcp-relay agent-tokens create`)",
-        )?,
+        Some(t) => Some(t),
+        None => file.read_token()?,
     };
+    let dir = mcp_agent::config::config_dir().context("no config directory on this system")?;
+    let (credential, logged_in) = match token {
+        Some(t) => (AgentCredential::Token(Secret::new(t)), None),
+        None => {
+            if mcp_agent::identity::Profile::load(&dir)?.is_none() {
+                anyhow::bail!(
+                    "not signed in: run `mcp-agent login --relay https://relay.example.com` (or pass --token for a --dev relay)"
+                );
+            }
+            let store = CredentialStore::open()?;
+            let identity = mcp_agent::identity::load(&store, &dir)?.context(
+                "not signed in: run `mcp-agent login --relay https://relay.example.com` (or pass --token for a --dev relay)",
+            )?;
+            let profile = identity.profile.clone();
+            eprintln!(
+                "signed in as {} (device {}, credentials in {})",
+                profile.user,
+                profile.device_id,
+                store.describe()
+            );
+            let session = mcp_agent::connect::DeviceSession {
+                identity: std::sync::Mutex::new(identity),
+                store,
+                dir,
+            };
+            (
+                AgentCredential::Device(std::sync::Arc::new(session)),
+                Some(profile),
+            )
+        }
+    };
+    let relay = args
+        .relay
+        .or_else(|| file.relay.clone())
+        .or_else(|| logged_in.as_ref().map(|p| p.relay.clone()))
+        .context(
+            "no relay: pass --relay https://relay.example.com (or run `mcp-agent login`, or set relay in the config file)",
+        )?;
+    let ca = args
+        .ca
+        .or_else(|| file.ca.clone())
+        .or_else(|| logged_in.as_ref().and_then(|p| p.ca.clone()));
     Ok(ConnectConfig {
         relay,
         name,
         upstream,
-        ca: args.ca.or_else(|| file.ca.clone()),
-        token: Secret::new(token),
+        ca,
+        credential,
         quiet: args.quiet || file.quiet.unwrap_or(false),
         runtime_dir: None,
     })
+}
+
+/// `mcp-agent login`.
+async fn login(args: LoginCliArgs) -> ExitCode {
+    let run = async {
+        let dir = mcp_agent::config::config_dir().context("no config directory on this system")?;
+        let previous = mcp_agent::identity::Profile::load(&dir).ok().flatten();
+        let relay = args
+            .relay
+            .or_else(|| previous.as_ref().map(|p| p.relay.clone()))
+            .context("pass --relay https://relay.example.com (it is remembered afterwards)")?;
+        let ca = args.ca.or_else(|| {
+            previous
+                .as_ref()
+                .filter(|p| p.relay == relay)
+                .and_then(|p| p.ca.clone())
+        });
+        let label = args.label.unwrap_or_else(host_name);
+        let store = CredentialStore::open()?;
+        let profile = mcp_agent::identity::login(
+            &mcp_agent::identity::LoginArgs {
+                relay,
+                ca,
+                enroll_token: args.enroll_token,
+                label,
+                no_browser: args.no_browser,
+            },
+            &store,
+            &dir,
+        )
+        .await?;
+        eprintln!(
+            "signed in as {} at {}: device {} (certificate valid until {}; renewed automatically while connected)\ncredentials in {}\nnext: mcp-agent connect --db shop.db",
+            profile.user,
+            profile.relay,
+            profile.device_id,
+            rfc3339(profile.cert_expires_at),
+            store.describe()
+        );
+        anyhow::Ok(())
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `mcp-agent logout`.
+fn logout() -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let dir = mcp_agent::config::config_dir().context("no config directory on this system")?;
+        let store = CredentialStore::open()?;
+        match mcp_agent::identity::logout(&store, &dir)? {
+            Some(p) => eprintln!(
+                "signed out: removed device {} ({}) from this machine\nto revoke it at the relay too: mcp-relay devices revoke {}",
+                p.device_id, p.user, p.device_id
+            ),
+            None => eprintln!("not signed in; nothing to remove"),
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mcp-agent".to_owned())
+}
+
+fn rfc3339(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+    )
+    .to_string()
 }
 
 /// `mcp-agent secrets …`.
@@ -659,6 +812,31 @@ async fn status(json: bool) -> ExitCode {
         }
     };
     let all = mcp_agent::stats::read_all(&dir).await;
+    let identity = identity_summary();
+    if json {
+        let v = serde_json::json!({"identity": identity, "agents": all});
+        match serde_json::to_string_pretty(&v) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "credential store: {}",
+        identity["credential_store"].as_str().unwrap_or("-")
+    );
+    match identity["user"].as_str() {
+        Some(u) => println!(
+            "signed in as {u} at {}: device {}, certificate expires {}",
+            identity["relay"].as_str().unwrap_or("-"),
+            identity["device_id"].as_str().unwrap_or("-"),
+            identity["cert_expires_at"].as_str().unwrap_or("-")
+        ),
+        None => println!("not signed in (mcp-agent login)"),
+    }
     if json {
         match serde_json::to_string_pretty(&all) {
             Ok(s) => println!("{s}"),
@@ -690,6 +868,25 @@ async fn status(json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Who this machine is signed in as, and where its credentials are.
+fn identity_summary() -> serde_json::Value {
+    let store = CredentialStore::open()
+        .map(|s| s.describe())
+        .unwrap_or_else(|e| format!("unusable: {e}"));
+    let profile = mcp_agent::config::config_dir()
+        .and_then(|d| mcp_agent::identity::Profile::load(&d).ok().flatten());
+    match profile {
+        Some(p) => serde_json::json!({
+            "credential_store": store,
+            "relay": p.relay.as_str(),
+            "user": p.user,
+            "device_id": p.device_id,
+            "cert_expires_at": rfc3339(p.cert_expires_at),
+        }),
+        None => serde_json::json!({ "credential_store": store }),
+    }
 }
 
 /// The agent's work is I/O-bound (SQLite queries run on blocking threads), so

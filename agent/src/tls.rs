@@ -25,6 +25,18 @@ pub fn client_config(
     extra: Vec<CertificateDer<'static>>,
     alpn: &[&[u8]],
 ) -> anyhow::Result<rustls::ClientConfig> {
+    client_config_with_auth(extra, alpn, None)
+}
+
+/// [`client_config`], presenting a client certificate (mutual TLS) when given.
+pub fn client_config_with_auth(
+    extra: Vec<CertificateDer<'static>>,
+    alpn: &[&[u8]],
+    client_auth: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = if extra.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone())
@@ -32,12 +44,17 @@ pub fn client_config(
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
     }
     .context("setting up certificate verification")?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut cfg = match client_auth {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .context("the device certificate and key do not match; run `mcp-agent login`")?,
+        None => builder.with_no_client_auth(),
+    };
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(cfg)
 }

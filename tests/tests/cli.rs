@@ -108,7 +108,11 @@ fn missing_pieces_say_what_to_pass() {
             "x",
         ],
     );
-    assert!(stderr(&o).contains("no agent token"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not signed in: run `mcp-agent login"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = run(
         "mcp-agent",

@@ -320,3 +320,327 @@ async fn hostile_enrollments_are_refused_with_reasons() {
     assert_eq!(s, 401, "{v}");
     assert!(v["message"].as_str().unwrap().contains("disabled"), "{v}");
 }
+
+/// An agent's home: its own config dir and the file credential store.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![
+            ("MCP_AGENT_CONFIG_DIR", self.dir.path().join("cfg").into()),
+            ("MCP_AGENT_CREDENTIAL_STORE", "file".into()),
+        ]
+    }
+
+    fn env_refs(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        self.env()
+    }
+
+    fn agent(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_path("mcp-agent"));
+        c.args(args)
+            .envs(self.env())
+            .env_remove("MCP_AGENT_TOKEN")
+            .env_remove("DISPLAY");
+        c
+    }
+
+    /// `mcp-agent login --enroll-token` (headless).
+    fn login_with_token(&self, relay: &Relay, token: &str) -> std::process::Output {
+        self.agent(&[
+            "login",
+            "--relay",
+            &relay.https_url(),
+            "--enroll-token",
+            token,
+            "--label",
+            "ci",
+        ])
+        .arg("--ca")
+        .arg(relay.ca_file())
+        .output()
+        .unwrap()
+    }
+
+    fn db(&self) -> String {
+        let db = self.dir.path().join("shop.db");
+        if !db.exists() {
+            assert!(
+                Command::new(bin_path("mcp-agent"))
+                    .arg("demo-db")
+                    .arg(&db)
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        db.display().to_string()
+    }
+
+    fn connect(&self, relay: &Relay, name: &str) -> anyhow::Result<mcp_testkit::Agent> {
+        let env = self.env_refs();
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        mcp_testkit::Agent::start_device(
+            relay,
+            mcp_testkit::AgentOptions {
+                name: name.into(),
+                upstream: String::new(),
+                token: None,
+                args: vec!["--db".into(), self.db()],
+            },
+            &env,
+        )
+    }
+
+    fn spawn(&self, relay: &Relay, name: &str) -> mcp_testkit::Agent {
+        let env = self.env_refs();
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        mcp_testkit::Agent::spawn_device(
+            relay,
+            mcp_testkit::AgentOptions {
+                name: name.into(),
+                upstream: String::new(),
+                token: None,
+                args: vec!["--db".into(), self.db()],
+            },
+            &env,
+        )
+        .unwrap()
+    }
+}
+
+fn enroll_token(relay: &Relay, email: &str) -> String {
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["enroll-tokens", "create", "--user", email, "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn tools_list_status(relay: &Relay, tunnel: &str) -> u16 {
+    relay
+        .authed_client(tunnel)
+        .post(format!("{}/t/{tunnel}/mcp", relay.https_url()))
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_by_device_code_serves_over_mutual_tls_and_revocation_cuts_it() {
+    use std::io::BufRead;
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let http = http(&relay);
+    let home = Home::new();
+
+    // `mcp-agent login` prints a URL and a code; a person approves it in a browser.
+    let mut login = home
+        .agent(&[
+            "login",
+            "--relay",
+            &relay.https_url(),
+            "--no-browser",
+            "--label",
+            "laptop",
+        ])
+        .arg("--ca")
+        .arg(relay.ca_file())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = login.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let code = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no code printed:\n{printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(c) = line.split("the code").nth(1) {
+            break c.trim().to_owned();
+        }
+    };
+    assert!(
+        printed.contains(&format!("{}/device?user_code=", relay.https_url())),
+        "{printed}"
+    );
+    let (s, body) = approve(&http, &relay.https_url(), &code, PASSWORD).await;
+    assert_eq!(s, 200, "{body}");
+    let status = tokio::task::spawn_blocking(move || login.wait().unwrap())
+        .await
+        .unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        status.success(),
+        "login failed:\n{printed}{}",
+        rest.join("\n")
+    );
+    assert!(
+        rest.join("\n").contains(&format!("signed in as {EMAIL}")),
+        "{rest:?}"
+    );
+
+    // Status says where the credentials are and who is signed in.
+    let out = home.agent(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("credential store: file"), "{text}");
+    assert!(text.contains(&format!("signed in as {EMAIL}")), "{text}");
+
+    // connect needs no --token: the device certificate authenticates the QUIC connection.
+    let mut agent = home.connect(&relay, "shop").unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["devices", "list", "--json", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert!(list[0]["last_seen_at"].is_string(), "{list}");
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["tunnels", "list", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("shop\t{EMAIL}")));
+
+    // Revoking the device cuts the live tunnel within a second; the agent says why.
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["devices", "revoke", &id, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = std::time::Instant::now();
+    let code = agent.wait_exit(std::time::Duration::from_secs(5)).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 3, "{}", agent.output());
+    assert!(
+        agent.output().contains("was revoked at"),
+        "{}",
+        agent.output()
+    );
+    // And it cannot come back.
+    let mut again = home.spawn(&relay, "shop");
+    assert_eq!(
+        again.wait_exit(std::time::Duration::from_secs(10)).unwrap(),
+        3
+    );
+    assert!(
+        again.output().contains("was revoked at"),
+        "{}",
+        again.output()
+    );
+    assert_ne!(tools_list_status(&relay, "shop").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_keep_their_tunnels_disabled_users_are_cut_and_certificates_renew() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\ndevice_cert_ttl = \"9s\"\n").unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    add_user(&relay, EMAIL);
+    add_user(&relay, "erin@example.com");
+    let dana = Home::new();
+    let erin = Home::new();
+    let out = dana.login_with_token(&relay, &enroll_token(&relay, EMAIL));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A reused enrollment token is refused with the reason.
+    let reused = enroll_token(&relay, "erin@example.com");
+    assert!(erin.login_with_token(&relay, &reused).status.success());
+    let out = Home::new().login_with_token(&relay, &reused);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+
+    let mut shop = dana.connect(&relay, "shop").unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+    // Another user's agent cannot take the name, and is told why.
+    let mut thief = erin.spawn(&relay, "shop");
+    assert_eq!(
+        thief.wait_exit(std::time::Duration::from_secs(10)).unwrap(),
+        4
+    );
+    assert!(
+        thief.output().contains("belongs to someone else"),
+        "{}",
+        thief.output()
+    );
+
+    // The 9 s certificate is renewed over the control stream with a third of its life left.
+    shop.wait_for_line(
+        "device certificate renewed",
+        std::time::Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+
+    // Offline past expiry (within the grace): it reconnects, renews first thing, serves.
+    shop.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let mut back = dana.connect(&relay, "shop").unwrap();
+    back.wait_for_line(
+        "device certificate renewed",
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+
+    // Disabling the user cuts the device within a second.
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["users", "disable", EMAIL, "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        back.wait_exit(std::time::Duration::from_secs(2)).unwrap(),
+        3
+    );
+    assert!(back.output().contains("was disabled"), "{}", back.output());
+}

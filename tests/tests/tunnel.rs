@@ -404,9 +404,7 @@ async fn another_credential_cannot_take_a_tunnel_name_but_the_same_one_replaces_
         thief.output()
     );
     assert!(
-        thief
-            .output()
-            .contains("belongs to someone else"),
+        thief.output().contains("belongs to someone else"),
         "{}",
         thief.output()
     );

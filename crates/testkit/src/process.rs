@@ -495,10 +495,43 @@ impl Agent {
         opts: AgentOptions,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> anyhow::Result<Self> {
-        let token = match opts.token {
-            Some(t) => t,
+        let token = match &opts.token {
+            Some(t) => t.clone(),
             None => relay.create_token()?,
         };
+        Self::spawn_inner(relay, opts, env, Some(token))
+    }
+
+    /// Starts an agent that authenticates with the device certificate from
+    /// `mcp-agent login` (in the config dir `env` points at), not a token.
+    pub fn start_device(
+        relay: &Relay,
+        opts: AgentOptions,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
+        let mut agent = Self::spawn_inner(relay, opts, env, None)?;
+        let line = agent
+            .proc
+            .wait_for_line("Public MCP URL:", Duration::from_secs(20))?;
+        agent.public_url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        Ok(agent)
+    }
+
+    /// [`Agent::start_device`] without waiting.
+    pub fn spawn_device(
+        relay: &Relay,
+        opts: AgentOptions,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn_inner(relay, opts, env, None)
+    }
+
+    fn spawn_inner(
+        relay: &Relay,
+        opts: AgentOptions,
+        env: &[(&str, &std::ffi::OsStr)],
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
         let runtime = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_path("mcp-agent"));
         cmd.arg("connect")
@@ -509,9 +542,12 @@ impl Agent {
         cmd.arg("--ca")
             .arg(relay.ca_file())
             .args(&opts.args)
-            .env("MCP_AGENT_TOKEN", token)
             .env("MCP_AGENT_RUNTIME_DIR", runtime.path())
             .envs(env.iter().copied());
+        match token {
+            Some(t) => cmd.env("MCP_AGENT_TOKEN", t),
+            None => cmd.env_remove("MCP_AGENT_TOKEN"),
+        };
         let proc = Proc::spawn("agent", cmd)?;
         Ok(Self {
             proc,
@@ -561,8 +597,12 @@ impl Agent {
             .args(["status", "--json"])
             .env("MCP_AGENT_RUNTIME_DIR", self.runtime.path())
             .output()?;
-        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("status output: {}", String::from_utf8_lossy(&out.stdout)))?;
-        all.into_iter().next().context("no agent in status output")
+        v["agents"]
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .context("no agent in status output")
     }
 }
