@@ -288,25 +288,20 @@ async fn establish(
                     "the relay's certificate is not trusted ({t}); for a dev relay pass --ca <state dir>/dev-ca.pem"
                 )))
             }
-            // A TLS alert from the relay (QUIC crypto error 0x1XX) while we
-            // present a device certificate: it refused the certificate.
-            quinn::ConnectionError::ConnectionClosed(c)
-                if matches!(config.credential, AgentCredential::Device(_))
-                    && (0x100..0x200).contains(&u64::from(c.error_code)) =>
-            {
-                Attempt::Fatal(ConnectError::Refused {
-                    code: ErrorCode::UNAUTHORIZED,
-                    message: format!(
-                        "the relay refused this device's certificate ({c}): expired past the renewal grace, tampered, or not issued by this relay; run `mcp-agent login`"
-                    ),
-                })
-            }
-            e => Attempt::Retry(anyhow::anyhow!("QUIC handshake with {addr}: {e}")),
+            e => match certificate_refused(config, &e) {
+                Some(refused) => Attempt::Fatal(refused),
+                None => Attempt::Retry(anyhow::anyhow!("QUIC handshake with {addr}: {e}")),
+            },
         })?;
-    let (mut send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| Attempt::Retry(anyhow::anyhow!("opening the control stream: {e}")))?;
+    // With TLS 1.3 the relay checks our certificate after our side of the
+    // handshake is done: a refusal shows up on the first stream.
+    let (mut send, recv) =
+        conn.open_bi()
+            .await
+            .map_err(|e| match certificate_refused(config, &e) {
+                Some(refused) => Attempt::Fatal(refused),
+                None => Attempt::Retry(anyhow::anyhow!("opening the control stream: {e}")),
+            })?;
     let hello = Frame::Hello(Hello {
         protocol_versions: SUPPORTED_VERSIONS.to_vec(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -331,6 +326,12 @@ async fn establish(
         Err(e) => {
             if let Some(refusal) = refusal_from_close(&conn) {
                 return Err(Attempt::Fatal(refusal));
+            }
+            if let Some(refused) = conn
+                .close_reason()
+                .and_then(|r| certificate_refused(config, &r))
+            {
+                return Err(Attempt::Fatal(refused));
             }
             return Err(Attempt::Retry(anyhow::anyhow!("waiting for Welcome: {e}")));
         }
@@ -362,6 +363,22 @@ async fn establish(
             "unexpected first frame from the relay"
         ))),
     }
+}
+
+/// A TLS alert from the relay (QUIC crypto error 0x1XX) while we present a
+/// device certificate: the relay refused the certificate.
+fn certificate_refused(config: &ConnectConfig, e: &quinn::ConnectionError) -> Option<ConnectError> {
+    let quinn::ConnectionError::ConnectionClosed(c) = e else {
+        return None;
+    };
+    let device = matches!(config.credential, AgentCredential::Device(_));
+    (device && (0x100..0x200).contains(&u64::from(c.error_code))).then(|| ConnectError::Refused {
+        code: ErrorCode::UNAUTHORIZED,
+        message: format!(
+            "the relay refused this device's certificate ({}): expired past the renewal grace, tampered, or not issued by this relay; run `mcp-agent login`",
+            String::from_utf8_lossy(&c.reason)
+        ),
+    })
 }
 
 fn refusal_from_close(conn: &quinn::Connection) -> Option<ConnectError> {

@@ -644,3 +644,143 @@ async fn owners_keep_their_tunnels_disabled_users_are_cut_and_certificates_renew
     );
     assert!(back.output().contains("was disabled"), "{}", back.output());
 }
+
+/// A client certificate for `device_id` with `key`, issued by the relay's own
+/// device CA (read from its state dir: what only the relay should be able
+/// to do), valid until `until_year`.
+fn relay_ca_issue(relay: &Relay, device_id: &str, key: &rcgen::KeyPair, until_year: i32) -> String {
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(relay.state_dir().join("device-ca.key")).unwrap(),
+    )
+    .unwrap();
+    let ca_pem = std::fs::read_to_string(relay.state_dir().join("device-ca.pem")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    leaf(device_id, until_year)
+        .signed_by(key, &issuer)
+        .unwrap()
+        .pem()
+}
+
+fn leaf(device_id: &str, until_year: i32) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, device_id);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_foreign_certificates_are_refused_with_reasons() {
+    use mcp_agent::credstore::CredentialStore;
+    use mcp_agent::identity::{CERT_ENTRY, KEY_ENTRY, Profile};
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let home = Home::new();
+    let out = home.login_with_token(&relay, &enroll_token(&relay, EMAIL));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = home.dir.path().join("cfg");
+    let profile = Profile::load(&cfg).unwrap().unwrap();
+    let store = CredentialStore::file_in(&cfg);
+    let real_key_pem =
+        String::from_utf8(store.get(KEY_ENTRY).unwrap().unwrap().expose().to_vec()).unwrap();
+    let real_key = rcgen::KeyPair::from_pem(&real_key_pem).unwrap();
+    let real_cert =
+        String::from_utf8(store.get(CERT_ENTRY).unwrap().unwrap().expose().to_vec()).unwrap();
+
+    // Each case: what the agent presents (key PEM, certificate PEM), and what it must be told.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other_ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut other_ca = rcgen::CertificateParams::default();
+    other_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_ca = rcgen::Issuer::new(other_ca, other_ca_key);
+    let tampered = {
+        let der = rustls_pemfile::certs(&mut real_cert.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut der = der.to_vec();
+        let n = der.len();
+        der[n - 10] ^= 0x01;
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    };
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "self-signed",
+            real_key_pem.clone(),
+            leaf(&profile.device_id, 2099)
+                .self_signed(&real_key)
+                .unwrap()
+                .pem(),
+            "refused this device's certificate",
+        ),
+        (
+            "another CA",
+            real_key_pem.clone(),
+            leaf(&profile.device_id, 2099)
+                .signed_by(&real_key, &other_ca)
+                .unwrap()
+                .pem(),
+            "refused this device's certificate",
+        ),
+        (
+            "tampered",
+            real_key_pem.clone(),
+            tampered,
+            "refused this device's certificate",
+        ),
+        (
+            "expired past the grace",
+            real_key_pem.clone(),
+            relay_ca_issue(&relay, &profile.device_id, &real_key, 2021),
+            "refused this device's certificate",
+        ),
+        (
+            "unknown device",
+            real_key_pem.clone(),
+            relay_ca_issue(&relay, "dev_madeupdevice0000000", &real_key, 2099),
+            "is not known to this relay",
+        ),
+        (
+            "another key for a real device",
+            other_key.serialize_pem(),
+            relay_ca_issue(&relay, &profile.device_id, &other_key, 2099),
+            "not the one device",
+        ),
+    ];
+    for (what, key_pem, cert_pem, expect) in cases {
+        store
+            .update(|u| {
+                u.set(KEY_ENTRY, key_pem.as_bytes())?;
+                u.set(CERT_ENTRY, cert_pem.as_bytes())
+            })
+            .unwrap();
+        let mut agent = home.spawn(&relay, "shop");
+        let code = agent.wait_exit(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(code, 3, "{what}: {}", agent.output());
+        assert!(
+            agent.output().contains(expect),
+            "{what}: {}",
+            agent.output()
+        );
+        assert_ne!(tools_list_status(&relay, "shop").await, 200, "{what}");
+    }
+    // The genuine certificate still works.
+    store
+        .update(|u| {
+            u.set(KEY_ENTRY, real_key_pem.as_bytes())?;
+            u.set(CERT_ENTRY, real_cert.as_bytes())
+        })
+        .unwrap();
+    let _agent = home.connect(&relay, "shop").unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+}
