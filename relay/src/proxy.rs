@@ -24,7 +24,7 @@ use mcp_tunnel_transport::{FrameReader, LinkError, write_frames};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
-use crate::registry::{AgentHandle, Lookup};
+use crate::registry::{AgentHandle, Route};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
 /// credentials meant for the relay, never for the laptop.
@@ -73,9 +73,15 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(c) => c,
         Err(refusal) => return app.auth.refusal_response(&tunnel, refusal),
     };
-    let agent = match app.registry.lookup(&tunnel) {
-        Lookup::Online(a) => a,
-        Lookup::Offline => {
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let agent = match app.registry.route(&tunnel, session.as_deref()) {
+        Route::Agent(a) => a,
+        Route::SessionGone => return session_gone(),
+        Route::Offline => {
             return json_error(
                 StatusCode::BAD_GATEWAY,
                 "agent_offline",
@@ -84,7 +90,7 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
                 ),
             );
         }
-        Lookup::Unknown => {
+        Route::Unknown => {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "unknown_tunnel",
@@ -96,7 +102,36 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let rest = if rest.is_empty() { "/" } else { rest };
     let assertion = app.auth.assertion(&caller, &tunnel, request_id);
-    let response = forward(&app, &agent, req, rest.to_owned(), request_id, assertion).await;
+    let prepared = match prepare(&app, req, rest.to_owned()).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut agent = agent;
+    let mut response = send(&app, &agent, &prepared, request_id, assertion.clone()).await;
+    // The agent's connection died under the request (a laptop that vanished
+    // before the relay noticed): a session it held is gone (404, so the
+    // client re-initializes); a new session starts on another device.
+    if response.status() == StatusCode::BAD_GATEWAY && agent.conn.close_reason().is_some() {
+        if session.is_some() {
+            response = session_gone();
+        } else if prepared.is_initialize()
+            && let Route::Agent(other) = app.registry.route(&tunnel, None)
+            && other.generation != agent.generation
+        {
+            tracing::info!(tunnel = %tunnel, request_id, "agent connection lost; starting the session on another device");
+            response = send(&app, &other, &prepared, request_id, assertion).await;
+            agent = other;
+        }
+    }
+    if session.is_none()
+        && let Some(new) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        // A new session: its later requests go to the device that made it.
+        app.registry.remember_session(&tunnel, new, &agent);
+    }
     tracing::debug!(
         request_id, tunnel = %tunnel, %method, status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "proxied"
@@ -104,14 +139,38 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     response
 }
 
-async fn forward(
-    app: &App,
-    agent: &Arc<AgentHandle>,
-    req: Request,
-    rest: String,
-    request_id: u64,
-    assertion: Option<String>,
-) -> Response {
+/// A request read and checked, ready to send (again, if a device is lost).
+struct Prepared {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Prepared {
+    /// Whether this is a JSON-RPC `initialize` (safe to send to another device).
+    fn is_initialize(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Method<'a> {
+            #[serde(borrow)]
+            method: Option<&'a str>,
+        }
+        self.method == "POST"
+            && serde_json::from_slice::<Method<'_>>(&self.body)
+                .is_ok_and(|m| m.method == Some("initialize"))
+    }
+}
+
+fn session_gone() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "the device that held this MCP session left the tunnel; start a new session (initialize again)",
+    )
+}
+
+/// Checks the limits and reads the body.
+async fn prepare(app: &App, req: Request, rest: String) -> Result<Prepared, Response> {
     let limits = &app.config.limits;
     let header_bytes: usize = req
         .headers()
@@ -119,14 +178,14 @@ async fn forward(
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     if header_bytes > limits.max_request_headers {
-        return json_error(
+        return Err(json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             &format!(
                 "request headers total {header_bytes} bytes; the limit is {}",
                 limits.max_request_headers
             ),
-        );
+        ));
     }
     let content_length = req
         .headers()
@@ -134,22 +193,8 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if content_length.is_some_and(|n| n > limits.max_request_body) {
-        return body_too_large(limits.max_request_body);
+        return Err(body_too_large(limits.max_request_body));
     }
-    let Ok(permit) = agent.streams.clone().try_acquire_owned() else {
-        let mut r = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_requests_in_flight",
-            &format!(
-                "this tunnel already has {} requests in flight; retry shortly",
-                limits.max_streams_per_tunnel
-            ),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
-    };
-
     let (parts, body) = req.into_parts();
     let path = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
@@ -164,25 +209,55 @@ async fn forward(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return body_too_large(limits.max_request_body);
+            return Err(body_too_large(limits.max_request_body));
         }
         Err(e) => {
-            return json_error(
+            return Err(json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request_body",
                 &format!("reading the request body failed: {e}"),
-            );
+            ));
         }
     };
-    let head = RequestHead {
-        request_id,
+    Ok(Prepared {
         method: parts.method.as_str().to_owned(),
         path,
         headers: forwardable_headers(&parts.headers),
+        body,
+    })
+}
+
+/// Sends a prepared request to `agent` and returns its response.
+async fn send(
+    app: &App,
+    agent: &Arc<AgentHandle>,
+    req: &Prepared,
+    request_id: u64,
+    assertion: Option<String>,
+) -> Response {
+    let limits = &app.config.limits;
+    let Ok(permit) = agent.streams.clone().try_acquire_owned() else {
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_requests_in_flight",
+            &format!(
+                "this tunnel already has {} requests in flight; retry shortly",
+                limits.max_streams_per_tunnel
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let head = RequestHead {
+        request_id,
+        method: req.method.clone(),
+        path: req.path.clone(),
+        headers: req.headers.clone(),
         deadline_ms: Some(limits.response_head_timeout.as_millis() as u64),
         assertion,
     };
-    match exchange(app, agent, head, body, permit).await {
+    match exchange(app, agent, head, req.body.clone(), permit).await {
         Ok(r) => r,
         Err(r) => r,
     }

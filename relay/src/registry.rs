@@ -6,6 +6,12 @@
 //! sleeps). The same credential connecting again replaces its old connection;
 //! a different one is told the name is taken. A claim whose credential was
 //! revoked is free again.
+//!
+//! Several devices of the same owner may serve one tunnel at once. New MCP
+//! sessions are spread across them (round robin); a session stays on the
+//! device whose upstream created it (its `Mcp-Session-Id` is remembered, in
+//! a bounded cache); when that device leaves, the session's next request
+//! gets 404 so the client re-initializes on a device that is still there.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +25,14 @@ use mcp_tunnel_proto::{ErrorCode, TunnelName};
 use tokio::sync::Semaphore;
 
 use crate::state_dir::{StateDir, write_private};
+
+impl AgentHandle {
+    /// What a session is bound to: the device (or, for token agents, the
+    /// credential), which stays the same when the agent reconnects.
+    pub fn affinity(&self) -> &str {
+        self.device.as_deref().unwrap_or(&self.owner)
+    }
+}
 
 /// A connected agent serving one tunnel.
 #[derive(Debug)]
@@ -50,6 +64,21 @@ pub struct Claim {
 }
 
 /// What looking a tunnel up found.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// Send it to this agent.
+    Agent(Arc<AgentHandle>),
+    /// The request's session lived on a device that is gone: 404.
+    SessionGone,
+    /// The tunnel is claimed but no agent is connected.
+    Offline,
+    /// No such tunnel.
+    Unknown,
+}
+
+/// Sessions remembered at most (oldest evicted first).
+pub const MAX_SESSIONS: usize = 100_000;
+
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// An agent is connected.
@@ -86,7 +115,9 @@ impl RegisterError {
 /// Tunnels, their owners and their live agents.
 #[derive(Debug)]
 pub struct Registry {
-    online: RwLock<HashMap<TunnelName, Arc<AgentHandle>>>,
+    online: RwLock<HashMap<TunnelName, Vec<Arc<AgentHandle>>>>,
+    sessions: quick_cache::sync::Cache<(TunnelName, String), Arc<str>>,
+    next_pick: std::sync::atomic::AtomicUsize,
     claims: Mutex<HashMap<TunnelName, Claim>>,
     claims_path: PathBuf,
     next_generation: AtomicU64,
@@ -99,6 +130,8 @@ impl Registry {
         let claims = read_claims(&claims_path)?;
         Ok(Self {
             online: RwLock::new(HashMap::new()),
+            sessions: quick_cache::sync::Cache::new(MAX_SESSIONS),
+            next_pick: std::sync::atomic::AtomicUsize::new(0),
             claims: Mutex::new(claims),
             claims_path,
             next_generation: AtomicU64::new(1),
@@ -107,7 +140,7 @@ impl Registry {
 
     /// Finds the agent serving `name`.
     pub fn lookup(&self, name: &TunnelName) -> Lookup {
-        if let Some(h) = read(&self.online).get(name) {
+        if let Some(h) = read(&self.online).get(name).and_then(|v| v.first()) {
             return Lookup::Online(h.clone());
         }
         if lock(&self.claims).contains_key(name) {
@@ -117,9 +150,57 @@ impl Registry {
         }
     }
 
+    /// Picks the agent for a request: the one holding its session, else the
+    /// next device in turn.
+    pub fn route(&self, name: &TunnelName, session: Option<&str>) -> Route {
+        {
+            let online = read(&self.online);
+            let agents = online.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            // Connections known to be dead are skipped (they deregister shortly).
+            let alive = |a: &&Arc<AgentHandle>| a.conn.close_reason().is_none();
+            let live = agents.iter().filter(alive).count();
+            if live > 0 {
+                if let Some(sid) = session
+                    && let Some(holder) = self.sessions.get(&(name.clone(), sid.to_owned()))
+                {
+                    return match agents
+                        .iter()
+                        .filter(alive)
+                        .find(|a| a.affinity() == &*holder)
+                    {
+                        Some(a) => Route::Agent(a.clone()),
+                        None => Route::SessionGone,
+                    };
+                }
+                let k = if live == 1 {
+                    0
+                } else {
+                    self.next_pick.fetch_add(1, Ordering::Relaxed) % live
+                };
+                if let Some(a) = agents.iter().filter(alive).nth(k) {
+                    return Route::Agent(a.clone());
+                }
+            }
+        }
+        if lock(&self.claims).contains_key(name) {
+            Route::Offline
+        } else {
+            Route::Unknown
+        }
+    }
+
+    /// Remembers that `session` (an `Mcp-Session-Id` the upstream assigned)
+    /// lives on `agent`'s machine (kept across its reconnects).
+    pub fn remember_session(&self, name: &TunnelName, session: &str, agent: &AgentHandle) {
+        self.sessions.insert(
+            (name.clone(), session.to_owned()),
+            Arc::from(agent.affinity()),
+        );
+    }
+
     /// Number of connected agents.
     pub fn online_count(&self) -> usize {
-        read(&self.online).len()
+        read(&self.online).values().map(Vec::len).sum()
     }
 
     /// Makes `conn` the agent for `name`, claiming the name for `owner` if it is
@@ -175,26 +256,53 @@ impl Registry {
             streams: Arc::new(Semaphore::new(max_streams as usize)),
             connected_at: Instant::now(),
         });
-        let old = write(&self.online).insert(name.clone(), handle.clone());
+        let mut online = write(&self.online);
+        let agents = online.entry(name.clone()).or_default();
+        // The same device (or, for token agents, the same credential)
+        // reconnecting replaces its old connection; other devices stay.
+        let same = |a: &Arc<AgentHandle>| match (&a.device, &handle.device) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => a.owner == handle.owner,
+            _ => false,
+        };
+        let old = agents.iter().position(same).map(|i| agents.swap_remove(i));
+        // An owner change (a reservation moved the name) drops the others.
+        let foreign: Vec<Arc<AgentHandle>> = agents
+            .iter()
+            .filter(|a| a.owner != handle.owner)
+            .cloned()
+            .collect();
+        agents.retain(|a| a.owner == handle.owner);
+        for f in foreign {
+            f.conn.close(
+                ErrorCode::REPLACED.0.into(),
+                b"the tunnel now belongs to someone else",
+            );
+        }
+        agents.push(handle.clone());
         Ok((handle, old))
     }
 
     /// Removes `name`'s agent if it is still the connection `generation`.
     pub fn deregister(&self, name: &TunnelName, generation: u64) -> bool {
         let mut online = write(&self.online);
-        if online.get(name).is_some_and(|h| h.generation == generation) {
+        let Some(agents) = online.get_mut(name) else {
+            return false;
+        };
+        let before = agents.len();
+        agents.retain(|a| a.generation != generation);
+        let removed = agents.len() != before;
+        if agents.is_empty() {
             online.remove(name);
-            true
-        } else {
-            false
         }
+        removed
     }
 
     /// Every connected agent (for shutdown).
     pub fn all_online(&self) -> Vec<(TunnelName, Arc<AgentHandle>)> {
         read(&self.online)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(k, v)| v.iter().map(move |a| (k.clone(), a.clone())))
             .collect()
     }
 }

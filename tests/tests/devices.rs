@@ -784,3 +784,107 @@ async fn forged_expired_and_foreign_certificates_are_refused_with_reasons() {
     let _agent = home.connect(&relay, "shop").unwrap();
     assert_eq!(tools_list_status(&relay, "shop").await, 200);
 }
+
+/// An MCP session over raw HTTP: initialize, initialized; returns its id.
+async fn open_session(http: &reqwest::Client, url: &str) -> Result<String, u16> {
+    let r = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 200 {
+        return Err(r.status().as_u16());
+    }
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.bytes().await;
+    let r = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .json(&serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    Ok(sid)
+}
+
+async fn list_tools(http: &reqwest::Client, url: &str, sid: &str) -> u16 {
+    let r = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", sid)
+        .json(&serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let _ = r.bytes().await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_share_a_tunnel_and_sessions_move_when_one_leaves() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let (laptop, desktop) = (Home::new(), Home::new());
+    for h in [&laptop, &desktop] {
+        let out = h.login_with_token(&relay, &enroll_token(&relay, EMAIL));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut a = laptop.connect(&relay, "shop").unwrap();
+    let b = desktop.connect(&relay, "shop").unwrap();
+    let http = relay.authed_client("shop");
+    let url = format!("{}/t/shop/mcp", relay.https_url());
+
+    // New sessions are spread across both devices; each stays on its own.
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(open_session(&http, &url).await.unwrap());
+    }
+    for sid in &sessions {
+        for _ in 0..2 {
+            assert_eq!(
+                list_tools(&http, &url, sid).await,
+                200,
+                "session {sid} lost its device"
+            );
+        }
+    }
+    let served = |agent: &mcp_testkit::Agent| {
+        agent.status().unwrap()["streams_received"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        served(&a) >= 4 && served(&b) >= 4,
+        "{} / {}",
+        served(&a),
+        served(&b)
+    );
+
+    // One device leaves: its sessions get 404 (so clients re-initialize), the
+    // others carry on, and no new session fails.
+    a.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut gone = 0;
+    for sid in &sessions {
+        match list_tools(&http, &url, sid).await {
+            200 => {}
+            404 => gone += 1,
+            s => panic!("session {sid}: {s}"),
+        }
+    }
+    assert_eq!(gone, 3, "the laptop's sessions");
+    for _ in 0..6 {
+        let sid = open_session(&http, &url).await.unwrap();
+        assert_eq!(list_tools(&http, &url, &sid).await, 200);
+    }
+    drop(b);
+}
