@@ -19,6 +19,7 @@ pub mod config;
 pub mod devices;
 pub mod front;
 pub mod host_check;
+pub mod inventory;
 pub mod limits;
 pub mod oauth;
 pub mod proxy;

@@ -63,6 +63,9 @@ enum Command {
     /// Tunnel names and who owns them.
     #[command(subcommand)]
     Tunnels(TunnelsCommand),
+    /// Every non-human credential in one place: list, revoke, rotate.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -342,6 +345,96 @@ enum DevicesCommand {
     },
 }
 
+const CREDENTIALS_LIST_HELP: &str =
+    "Kinds: device, oauth-client, metadata-client, service-account, refresh-family,
+signing-key, device-ca, dev-ca, enroll-token, agent-token.
+Owner: a user's email, or admin (made with the CLI), self-registered (OAuth
+clients that registered themselves), relay (the relay's own keys).
+Status: active, expired, revoked, used (one-time tokens), retired (a replaced
+signing key still published so tokens it signed verify).
+
+Examples:
+  mcp-relay credentials list
+  mcp-relay credentials list --expiring 7d            # active, expiring within a week
+  mcp-relay credentials list --owner alice@example.com --json
+  mcp-relay credentials list --kind device --kind refresh-family";
+
+const CREDENTIALS_REVOKE_HELP: &str =
+    "Revocable: device, oauth-client, metadata-client, service-account,
+refresh-family, enroll-token (its listed id, or at least 8 of its hex digits),
+agent-token. Signing keys are rotated instead; the CAs cannot be revoked.
+
+Exit status: 0 revoked (or already revoked, used or expired), 1 the state could
+not be read or written, 2 no such credential or a malformed id, 3 this kind is
+not revoked this way.
+
+Examples:
+  mcp-relay credentials revoke device dev_7kq2m4xw9p3h8n6r5t2c
+  mcp-relay credentials revoke refresh-family 5f0c3a9e8d7b6a5f4e3d2c1b0a998877
+  mcp-relay credentials revoke service-account mcpsa_3f9a1c2b7d8e6f5a4b3c2d1e";
+
+const CREDENTIALS_ROTATE_HELP: &str =
+    "Only signing-key rotates (as `mcp-relay keys rotate`): a new key signs from now
+on; the old one stays published for 15m30s so tokens it signed keep verifying.
+Rotating the device CA is not supported yet.
+
+Exit status: 0 rotated, 1 the key file could not be read or written, 3 this kind
+does not rotate.
+
+Example:
+  mcp-relay credentials rotate signing-key";
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// List every non-human credential: kind, id, owner, created, expires, last used, status.
+    #[command(after_help = CREDENTIALS_LIST_HELP)]
+    List {
+        /// A JSON array of objects instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only active credentials that expire within this long, e.g. 7d or 12h.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expiring: Option<std::time::Duration>,
+        /// Only credentials of this owner: an email, or admin, self-registered, relay.
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+        /// Only this kind (repeat for several).
+        #[arg(long = "kind", value_name = "KIND", value_parser = credential_kind())]
+        kinds: Vec<mcp_relay::inventory::Kind>,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Revoke one credential, through the operation that owns its kind.
+    #[command(after_help = CREDENTIALS_REVOKE_HELP)]
+    Revoke {
+        /// What it is (as `credentials list` shows).
+        #[arg(value_parser = credential_kind())]
+        kind: mcp_relay::inventory::Kind,
+        /// Its id (as `credentials list` shows).
+        id: String,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Replace a key with a new one (signing-key only, for now).
+    #[command(after_help = CREDENTIALS_ROTATE_HELP)]
+    Rotate {
+        /// What to rotate: signing-key.
+        #[arg(value_parser = credential_kind())]
+        kind: mcp_relay::inventory::Kind,
+        #[command(flatten)]
+        at: StateArgs,
+    },
+}
+
+/// Parses a credential kind, offering the names in help and completions.
+fn credential_kind() -> impl clap::builder::TypedValueParser<Value = mcp_relay::inventory::Kind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(
+        mcp_relay::inventory::Kind::ALL.map(mcp_relay::inventory::Kind::as_str),
+    )
+    .try_map(|s| s.parse::<mcp_relay::inventory::Kind>())
+}
+
 /// Where the relay's state lives (and its public URL, for printed links).
 #[derive(Debug, clap::Args)]
 struct StateArgs {
@@ -399,6 +492,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::EnrollTokens(cmd) => enroll_tokens(cmd),
         Command::Devices(cmd) => devices(cmd),
         Command::Tunnels(cmd) => tunnels(cmd),
+        Command::Credentials(cmd) => credentials(cmd),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -886,6 +980,87 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn credentials(cmd: CredentialsCommand) -> anyhow::Result<ExitCode> {
+    use mcp_relay::inventory::{self, Filter, RevokeError, Revoked, RotateError};
+    let now = i64::try_from(mcp_relay::oauth::token::unix_now()).unwrap_or(i64::MAX);
+    match cmd {
+        CredentialsCommand::List {
+            json,
+            expiring,
+            owner,
+            kinds,
+            at,
+        } => {
+            let (state, store) = at.open()?;
+            let filter = Filter {
+                kinds,
+                owner,
+                expiring_within: expiring,
+            };
+            let rows: Vec<_> = inventory::collect(&state, &store, now)
+                .context("reading the credential inventory")?
+                .into_iter()
+                .filter(|c| filter.matches(c, now))
+                .collect();
+            if json {
+                let array: Vec<_> = rows.iter().map(inventory::Credential::to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&array)?);
+            } else {
+                print!("{}", inventory::render_table(&rows));
+                if rows.is_empty() && filter != Filter::default() {
+                    eprintln!("no credential matches; drop a filter to see more");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CredentialsCommand::Revoke { kind, id, at } => {
+            let (state, store) = at.open()?;
+            match inventory::revoke(&state, &store, kind, &id) {
+                Ok(Revoked::Now) => {
+                    eprintln!("revoked {kind} {id}; {}", inventory::revoke_effect(kind));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(Revoked::Already) => {
+                    eprintln!("{kind} {id} was already revoked, used or expired; nothing changed");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(match e {
+                        RevokeError::NotFound { .. }
+                        | RevokeError::WrongKind { .. }
+                        | RevokeError::BadId { .. } => 2,
+                        RevokeError::NotRevocable(_) => 3,
+                        RevokeError::Store(_) | RevokeError::File(_) => 1,
+                    }))
+                }
+            }
+        }
+        CredentialsCommand::Rotate { kind, at } => {
+            let state = StateDir::open(&state_or_default(at.state)?)?;
+            match inventory::rotate(&state, kind, now) {
+                Ok(r) => {
+                    eprintln!(
+                        "new signing key {}; {} stays published for {} so tokens it signed keep working",
+                        r.new,
+                        r.old,
+                        humantime::format_duration(r.overlap)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ RotateError::NotSupported(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(3))
+                }
+                Err(e @ RotateError::Keys(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
 }
 
 fn clients(cmd: ClientsCommand) -> anyhow::Result<ExitCode> {

@@ -58,7 +58,7 @@ pub use model::{
     NewRefresh, NewSigningKey, NewUser, PasswordHash, PrivateKeyDer, PublicSigningKey, PurgeReport,
     RefreshRecord, RevokedJti, SigningKey, UnixTime, User, UserId,
 };
-pub use model::{Device, EnrollError, NewDevice};
+pub use model::{Device, EnrollError, EnrollToken, NewDevice, RefreshFamily};
 pub use secret::{Secret, TokenHash};
 pub use sqlite::SqliteStore;
 
@@ -120,6 +120,12 @@ pub const MAX_PRIVATE_KEY_BYTES: usize = 16 * 1024;
 
 /// Largest public JWK, as serialized JSON (8 KiB).
 pub const MAX_PUBLIC_JWK_BYTES: usize = 8 * 1024;
+
+/// How many hex digits of an enrollment token's SHA-256 name it in listings (12).
+pub const ENROLL_TOKEN_ID_LEN: usize = 12;
+
+/// Fewest hex digits accepted to pick an enrollment token to revoke (8).
+pub const MIN_ENROLL_TOKEN_ID_LEN: usize = 8;
 
 /// The relay's durable state. See the module docs for the picture.
 ///
@@ -250,6 +256,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Revokes every refresh token of a family; returns how many were not yet revoked.
     fn revoke_family(&self, family: &FamilyId) -> Result<u64, StoreError>;
 
+    /// Every refresh-token family still stored (purged tokens are gone), one
+    /// row each, oldest first.
+    fn list_refresh_families(&self) -> Result<Vec<RefreshFamily>, StoreError>;
+
     /// Revokes a user's refresh tokens and unused codes, and sets
     /// [`User::tokens_revoked_at`] so access tokens issued until now can be
     /// refused. Returns how many refresh tokens (not yet revoked) and unused
@@ -303,6 +313,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         token: &TokenHash,
     ) -> Result<Result<UserId, EnrollError>, StoreError>;
+
+    /// Every enrollment token, newest first (ids, never values).
+    fn list_enroll_tokens(&self) -> Result<Vec<EnrollToken>, StoreError>;
+
+    /// Revokes the enrollment token whose [`EnrollToken::id`] starts with
+    /// `id_prefix` (at least [`MIN_ENROLL_TOKEN_ID_LEN`] hex digits) by moving
+    /// its expiry to now, so a later use is refused as expired. `true` if it
+    /// could still be used; `false` if it was already used or expired.
+    /// [`StoreError::NotFound`] if no token matches, [`StoreError::Invalid`]
+    /// if the prefix is malformed or matches several.
+    fn revoke_enroll_token(&self, id_prefix: &str) -> Result<bool, StoreError>;
 
     /// Records a newly enrolled device.
     fn insert_device(&self, device: &NewDevice) -> Result<Device, StoreError>;

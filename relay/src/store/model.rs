@@ -420,6 +420,27 @@ pub struct RefreshRecord {
     pub expires_at: UnixTime,
 }
 
+/// A refresh-token family seen as one credential: every token rotated from
+/// one grant, summarized for listings (`mcp-relay credentials list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFamily {
+    /// The family id.
+    pub family: FamilyId,
+    /// The client its tokens were issued to.
+    pub client_id: String,
+    /// The user they act for.
+    pub user_id: UserId,
+    /// When its first token was issued.
+    pub created_at: UnixTime,
+    /// The latest expiry of a token that can still be exchanged (neither used
+    /// nor revoked); of any token when none can.
+    pub expires_at: UnixTime,
+    /// When a token of the family was last issued or exchanged.
+    pub last_used_at: UnixTime,
+    /// When the last of its tokens was revoked; `None` while any is not.
+    pub revoked_at: Option<UnixTime>,
+}
+
 /// A revoked access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedJti {
@@ -671,4 +692,20 @@ pub enum EnrollError {
     /// Its user is disabled.
     #[error("the enrollment token's account is disabled")]
     Disabled,
+}
+
+/// A one-time enrollment token as listed: never its value or full hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollToken {
+    /// The first [`super::ENROLL_TOKEN_ID_LEN`] hex digits of the token's
+    /// SHA-256: enough to name it, useless to an attacker.
+    pub id: String,
+    /// The account the device will belong to.
+    pub user_id: UserId,
+    /// When it was issued.
+    pub created_at: UnixTime,
+    /// When it stops working (or was revoked: revoking moves it to then).
+    pub expires_at: UnixTime,
+    /// When it was used.
+    pub used_at: Option<UnixTime>,
 }

@@ -1322,3 +1322,160 @@ fn devices_are_recorded_listed_and_revoked_across_processes() {
             .is_err()
     );
 }
+
+// ---- listings for the credential inventory ------------------------------------
+
+#[test]
+fn refresh_families_are_listed_one_row_each_with_their_span() {
+    let f = Fixture::new();
+    let alice = f.user("alice@example.com");
+    let bob = f.user("bob@example.com");
+    f.client("c1");
+    f.client("c2");
+    assert!(f.store.list_refresh_families().unwrap().is_empty());
+
+    // Alice's family: issued at T0 (expiry T0 + 3600), rotated at T0 + 10.
+    let (_, fam_a) = f.code(&alice, "c1");
+    let first = f.refresh(&alice, "c1", &fam_a);
+    // Bob's family: issued at T0 + 5, revoked at T0 + 20.
+    f.clock.advance(5);
+    let (_, fam_b) = f.code(&bob, "c2");
+    f.refresh(&bob, "c2", &fam_b);
+    f.clock.set(T0 + 10);
+    f.store
+        .rotate_refresh(&first.hash(), "c1", &Secret::generate().hash(), T0 + 7200)
+        .unwrap();
+    f.clock.set(T0 + 20);
+    f.second().revoke_family(&fam_b).unwrap();
+
+    let got = f.store.list_refresh_families().unwrap();
+    assert_eq!(
+        got,
+        vec![
+            RefreshFamily {
+                family: fam_a.clone(),
+                client_id: "c1".into(),
+                user_id: alice.id,
+                created_at: T0,
+                expires_at: T0 + 7200,
+                last_used_at: T0 + 10,
+                revoked_at: None,
+            },
+            RefreshFamily {
+                family: fam_b,
+                client_id: "c2".into(),
+                user_id: bob.id,
+                created_at: T0 + 5,
+                expires_at: T0 + 5 + 3600,
+                last_used_at: T0 + 5,
+                revoked_at: Some(T0 + 20),
+            },
+        ],
+        "one row per family, oldest first; the live token's expiry, not the used one's"
+    );
+
+    // Revoking the client revokes the family as a whole; nothing is secret in the rows.
+    f.clock.set(T0 + 30);
+    f.store.revoke_client("c1").unwrap();
+    let got = f.store.list_refresh_families().unwrap();
+    assert_eq!(got[0].revoked_at, Some(T0 + 30));
+    assert_eq!(
+        got[0].expires_at,
+        T0 + 7200,
+        "with no live token, the latest expiry of any"
+    );
+}
+
+#[test]
+fn enrollment_tokens_are_listed_by_id_and_revoked_by_prefix() {
+    let f = Fixture::new();
+    let alice = f.user("alice@example.com");
+    let old = f.store.issue_enroll_token(alice.id, 600).unwrap();
+    f.clock.advance(1);
+    let new = f.store.issue_enroll_token(alice.id, 3600).unwrap();
+    let id_of = |s: &Secret| hex::encode(s.hash().as_bytes())[..ENROLL_TOKEN_ID_LEN].to_owned();
+
+    let listed = f.store.list_enroll_tokens().unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            EnrollToken {
+                id: id_of(&new),
+                user_id: alice.id,
+                created_at: T0 + 1,
+                expires_at: T0 + 1 + 3600,
+                used_at: None,
+            },
+            EnrollToken {
+                id: id_of(&old),
+                user_id: alice.id,
+                created_at: T0,
+                expires_at: T0 + 600,
+                used_at: None,
+            },
+        ],
+        "newest first"
+    );
+
+    // Revoked from another process by its listed id (any case): refused as expired at once.
+    let rev = f.store.revision().unwrap();
+    f.clock.advance(4);
+    assert!(
+        f.second()
+            .revoke_enroll_token(&id_of(&new).to_uppercase())
+            .unwrap()
+    );
+    assert!(f.store.revision().unwrap() > rev);
+    assert_eq!(
+        f.store.take_enroll_token(&new.hash()).unwrap(),
+        Err(EnrollError::Expired(T0 + 5))
+    );
+    assert!(
+        !f.store.revoke_enroll_token(&id_of(&new)).unwrap(),
+        "nothing left to revoke"
+    );
+
+    // A used token has nothing to revoke; its record stays as it was.
+    f.store.take_enroll_token(&old.hash()).unwrap().unwrap();
+    assert!(!f.store.revoke_enroll_token(&id_of(&old)[..8]).unwrap());
+    let old_row = f
+        .store
+        .list_enroll_tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == id_of(&old))
+        .unwrap();
+    assert_eq!(
+        (old_row.expires_at, old_row.used_at),
+        (T0 + 600, Some(T0 + 5))
+    );
+
+    // Malformed, ambiguous and unknown ids.
+    for bad in ["abc", "zzzzzzzzzzzz", "abcd%_abcdef", &"a".repeat(65)] {
+        assert!(
+            matches!(
+                f.store.revoke_enroll_token(bad),
+                Err(StoreError::Invalid { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let raw = f.raw();
+    for tail in [1u8, 2] {
+        let mut hash = [0xabu8; 32];
+        hash[31] = tail;
+        raw.execute(
+            "INSERT INTO enroll_tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![hash.as_slice(), alice.id.0, T0, T0 + 600],
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        f.store.revoke_enroll_token("abababab"),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        f.store.revoke_enroll_token("cdcdcdcd"),
+        Err(StoreError::NotFound { .. })
+    ));
+}

@@ -2,9 +2,10 @@
 
 use rusqlite::{Connection, Row, params};
 
-use super::{col, exec, query_all, query_opt};
+use super::{col, exec, get_hash, query_all, query_opt};
 use crate::store::{
-    Device, EnrollError, NewDevice, Secret, StoreError, TokenHash, UnixTime, UserId,
+    Device, ENROLL_TOKEN_ID_LEN, EnrollError, EnrollToken, MIN_ENROLL_TOKEN_ID_LEN, NewDevice,
+    Secret, StoreError, TokenHash, UnixTime, UserId,
 };
 
 const TABLE: &str = "devices";
@@ -87,6 +88,96 @@ pub(super) fn take_enroll(
         params![now, token.as_bytes()],
     )?;
     Ok(Ok(UserId(user)))
+}
+
+pub(super) fn list_enroll(conn: &Connection) -> Result<Vec<EnrollToken>, StoreError> {
+    const TABLE: &str = "enroll_tokens";
+    query_all(
+        conn,
+        "listing enrollment tokens",
+        "SELECT hash, user_id, created_at, expires_at, used_at FROM enroll_tokens
+         ORDER BY created_at DESC, hash",
+        [],
+        |r| {
+            Ok(EnrollToken {
+                id: enroll_id(&get_hash(r, "hash", TABLE)?),
+                user_id: UserId(col(r, "user_id", TABLE)?),
+                created_at: col(r, "created_at", TABLE)?,
+                expires_at: col(r, "expires_at", TABLE)?,
+                used_at: col(r, "used_at", TABLE)?,
+            })
+        },
+    )
+}
+
+pub(super) fn revoke_enroll(
+    tx: &Connection,
+    now: UnixTime,
+    id_prefix: &str,
+) -> Result<bool, StoreError> {
+    let prefix = id_prefix.trim().to_ascii_lowercase();
+    if prefix.len() < MIN_ENROLL_TOKEN_ID_LEN
+        || prefix.len() > 64
+        || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(StoreError::Invalid {
+            field: "enrollment token id",
+            reason: format!(
+                "expected {MIN_ENROLL_TOKEN_ID_LEN} to 64 hex digits, as `mcp-relay credentials list --kind enroll-token` shows"
+            ),
+        });
+    }
+    // The table holds a handful of short-lived rows: matching on the hex of
+    // every hash is cheaper than an index nobody else needs.
+    let matches = query_all(
+        tx,
+        "revoking an enrollment token",
+        "SELECT hash, expires_at, used_at FROM enroll_tokens
+         WHERE substr(lower(hex(hash)), 1, length(?1)) = ?1",
+        [&prefix],
+        |r| {
+            Ok((
+                get_hash(r, "hash", "enroll_tokens")?,
+                col::<UnixTime>(r, "expires_at", "enroll_tokens")?,
+                col::<Option<UnixTime>>(r, "used_at", "enroll_tokens")?,
+            ))
+        },
+    )?;
+    let (hash, expires_at, used_at) = match matches.as_slice() {
+        [] => {
+            return Err(StoreError::NotFound {
+                what: "enrollment token",
+                key: prefix,
+            });
+        }
+        [one] => one,
+        several => {
+            return Err(StoreError::Invalid {
+                field: "enrollment token id",
+                reason: format!(
+                    "{prefix} matches {} tokens; give more hex digits",
+                    several.len()
+                ),
+            });
+        }
+    };
+    if used_at.is_some() || *expires_at <= now {
+        return Ok(false);
+    }
+    exec(
+        tx,
+        "revoking an enrollment token",
+        "UPDATE enroll_tokens SET expires_at = ?1 WHERE hash = ?2",
+        params![now, hash.as_bytes()],
+    )?;
+    Ok(true)
+}
+
+/// The listed id of a token: the first hex digits of its hash.
+fn enroll_id(hash: &TokenHash) -> String {
+    let mut id = hex::encode(hash.as_bytes());
+    id.truncate(ENROLL_TOKEN_ID_LEN);
+    id
 }
 
 pub(super) fn insert(tx: &Connection, now: UnixTime, d: &NewDevice) -> Result<Device, StoreError> {

@@ -286,6 +286,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn list_refresh_families(&self) -> Result<Vec<super::RefreshFamily>, StoreError> {
+        self.read(|conn, _| tokens::list_families(conn))
+    }
+
     fn revoke_user_tokens(&self, id: UserId) -> Result<u64, StoreError> {
         self.write("revoking a user's tokens", |tx, now| {
             tokens::revoke_user(tx, now, id)
@@ -353,6 +357,16 @@ impl Store for SqliteStore {
     ) -> Result<Result<UserId, super::EnrollError>, StoreError> {
         self.write("using an enrollment token", |tx, now| {
             devices::take_enroll(tx, now, token)
+        })
+    }
+
+    fn list_enroll_tokens(&self) -> Result<Vec<super::EnrollToken>, StoreError> {
+        self.read(|conn, _| devices::list_enroll(conn))
+    }
+
+    fn revoke_enroll_token(&self, id_prefix: &str) -> Result<bool, StoreError> {
+        self.write("revoking an enrollment token", |tx, now| {
+            devices::revoke_enroll(tx, now, id_prefix)
         })
     }
 

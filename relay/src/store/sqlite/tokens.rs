@@ -8,8 +8,8 @@ use super::{
 };
 use crate::store::model::check_jti;
 use crate::store::{
-    CodeError, CodeRecord, FamilyId, NewCode, NewRefresh, RefreshError, RefreshRecord, RevokedJti,
-    StoreError, TokenHash, UnixTime, UserId,
+    CodeError, CodeRecord, FamilyId, NewCode, NewRefresh, RefreshError, RefreshFamily,
+    RefreshRecord, RevokedJti, StoreError, TokenHash, UnixTime, UserId,
 };
 
 pub(super) fn insert_code(
@@ -239,6 +239,39 @@ pub(super) fn revoke_family(
         "revoking a token family",
         "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
         params![family.as_str(), now],
+    )
+}
+
+/// One row per family. "Live" tokens are the ones that can still be
+/// exchanged (neither used nor revoked); a family is revoked once every token
+/// is, which is how every revocation path leaves it.
+pub(super) fn list_families(conn: &Connection) -> Result<Vec<RefreshFamily>, StoreError> {
+    const TABLE: &str = "refresh_tokens";
+    query_all(
+        conn,
+        "listing refresh-token families",
+        "SELECT family_id, client_id, user_id,
+                min(created_at) AS created_at,
+                coalesce(max(CASE WHEN used_at IS NULL AND revoked_at IS NULL
+                                  THEN expires_at END),
+                         max(expires_at)) AS expires_at,
+                max(max(created_at, coalesce(used_at, created_at))) AS last_used_at,
+                CASE WHEN count(revoked_at) = count(*) THEN max(revoked_at) END AS revoked_at
+         FROM refresh_tokens
+         GROUP BY family_id, client_id, user_id
+         ORDER BY created_at, family_id",
+        [],
+        |r| {
+            Ok(RefreshFamily {
+                family: get_family(r, TABLE)?,
+                client_id: col(r, "client_id", TABLE)?,
+                user_id: UserId(col(r, "user_id", TABLE)?),
+                created_at: col(r, "created_at", TABLE)?,
+                expires_at: col(r, "expires_at", TABLE)?,
+                last_used_at: col(r, "last_used_at", TABLE)?,
+                revoked_at: col(r, "revoked_at", TABLE)?,
+            })
+        },
     )
 }
 
