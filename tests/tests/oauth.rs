@@ -1289,3 +1289,76 @@ async fn hostile_oidc_callbacks_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_device_code_is_approved_by_signing_in_at_the_oidc_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, _idp) = relay_with_idp(dir.path());
+    let f = Flow::new(&relay).await;
+    let start: Value = f
+        .http
+        .post(format!("{}/device_authorization", f.base))
+        .form(&[("client_id", "mcp-agent")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page = start["verification_uri_complete"].as_str().unwrap();
+    let v = run_python_driver(
+        "oidc_device_approve.py",
+        &[
+            page.as_ref(),
+            relay.ca_file().as_os_str(),
+            "frank@example.com".as_ref(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}\nrelay:\n{}", relay.output()));
+    assert_eq!(v["title"], "Device approved", "{v}");
+    // The agent's poll now yields its one-time enrollment token.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let r = f
+        .http
+        .post(format!("{}/token", f.base))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", start["device_code"].as_str().unwrap()),
+            ("client_id", "mcp-agent"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert!(
+        t["enroll_token"].as_str().is_some_and(|s| s.len() == 64),
+        "{t}"
+    );
+    // Someone the relay does not admit cannot approve a device.
+    let start: Value = f
+        .http
+        .post(format!("{}/device_authorization", f.base))
+        .form(&[("client_id", "mcp-agent")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = run_python_driver(
+        "oidc_device_approve.py",
+        &[
+            start["verification_uri_complete"]
+                .as_str()
+                .unwrap()
+                .as_ref(),
+            relay.ca_file().as_os_str(),
+            "mallory@evil.test".as_ref(),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(v["title"], "Not allowed", "{v}");
+}

@@ -73,6 +73,15 @@ impl DeviceGrants {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `user_code` (normalised) waits for a decision.
+    pub fn is_pending(&self, user_code: &str) -> bool {
+        self.lock().values().any(|p| {
+            p.user_code == user_code
+                && p.created.elapsed() < DEVICE_CODE_TTL
+                && matches!(p.decision, Decision::Pending)
+        })
+    }
+
     fn find_by_user_code(&self, user_code: &str) -> Option<(TokenHash, String)> {
         let map = self.lock();
         map.iter()
@@ -82,7 +91,7 @@ impl DeviceGrants {
 }
 
 /// Normalises what a person typed: upper case, no dashes or spaces.
-fn normalize_user_code(raw: &str) -> String {
+pub fn normalize_user_code(raw: &str) -> String {
     raw.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
@@ -301,15 +310,33 @@ fn page(
     }
     body.push_str(&format!(
         "<p>An <code>mcp-agent</code> asks to become one of your devices: it will be able to serve your tunnels through this relay. Only continue if you just ran <code>mcp-agent login</code> and the code below is the one it shows.</p>\
-<form method=\"post\" action=\"/device\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<label for=\"user_code\">Code shown by mcp-agent</label><input id=\"user_code\" name=\"user_code\" value=\"{code}\" autocomplete=\"off\" required>\
-<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
-<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Sign in and approve</button>\
-<button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>",
+<p class=\"box\">Code: <strong>{code}</strong></p>",
+        code = escape(user_code),
+    ));
+    let normalized = normalize_user_code(user_code);
+    if let Some(oidc) = &app.oidc
+        && !normalized.is_empty()
+    {
+        body.push_str(&format!(
+            "<p><a class=\"button\" href=\"/oidc/start?device_user_code={code}\">Sign in with {name} and approve</a></p>",
+            code = escape(&normalized),
+            name = escape(oidc.display_name()),
+        ));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/device\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<label for=\"user_code\">Code shown by mcp-agent</label><input id=\"user_code\" name=\"user_code\" value=\"{code}\" autocomplete=\"off\" required>",
         csrf = escape(&csrf),
         code = escape(user_code),
     ));
+    if app.config.password_login {
+        body.push_str("<label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
+<label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"allow\">Sign in and approve</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>");
+    } else {
+        body.push_str("<div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"deny\" formnovalidate>Deny</button></div></form>");
+    }
     let mut r = pages::page(status, "Approve a device", &body);
     super::set_cookie(
         app,
@@ -383,6 +410,18 @@ pub async fn submit(
         );
     };
     app.login_limiter.succeeded(&email);
+    approve_page(&app, &code, user)
+}
+
+/// Approves the pending device with `user_code` for `user`; the page to show.
+pub fn approve_page(app: &App, user_code: &str, user: UserId) -> Response {
+    let Some((key, _)) = app.device_grants.find_by_user_code(user_code) else {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown code",
+            "That code is unknown or expired. Run mcp-agent login again.",
+        );
+    };
     {
         let mut map = app.device_grants.lock();
         match map.get_mut(&key) {

@@ -122,6 +122,9 @@ pub struct HttpError(String);
 /// A sign-in sent to the provider, waiting for the callback.
 struct Pending {
     params: Vec<(String, String)>,
+    /// Set when the sign-in approves an `mcp-agent login` (its user code)
+    /// rather than an OAuth authorization request.
+    device: Option<String>,
     verifier: String,
     nonce: String,
     browser: String,
@@ -323,9 +326,22 @@ pub async fn start(
         return not_configured();
     };
     let form = parse_form(query.unwrap_or_default().as_bytes());
-    let req = match authorize::validate(&app, form).await {
-        Ok(r) => r,
-        Err(f) => return authorize::fail(&app, f),
+    let (params, device) = match field(&form, "device_user_code") {
+        Some(code) => {
+            let code = super::device::normalize_user_code(code);
+            if !app.device_grants.is_pending(&code) {
+                return super::pages::error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown code",
+                    "That code is unknown, expired or already decided. Run mcp-agent login again.",
+                );
+            }
+            (Vec::new(), Some(code))
+        }
+        None => match authorize::validate(&app, form).await {
+            Ok(r) => (r.raw, None),
+            Err(f) => return authorize::fail(&app, f),
+        },
     };
     let provider = match oidc.provider(false).await {
         Ok(p) => p,
@@ -359,7 +375,8 @@ pub async fn start(
     };
     let browser = browser_id(&headers);
     let pending = Pending {
-        params: req.raw.clone(),
+        params,
+        device,
         verifier: verifier.secret().clone(),
         nonce,
         browser: browser.clone(),
@@ -392,6 +409,9 @@ pub async fn callback(
     };
     if !same_browser(&headers, &pending.browser) {
         return wrong_browser();
+    }
+    if let Some(user_code) = pending.device.clone() {
+        return device_callback(&app, oidc, &q, &pending, &user_code).await;
     }
     let req = match authorize::validate(&app, pending.params.clone()).await {
         Ok(r) => r,
@@ -467,6 +487,40 @@ pub async fn callback(
         return busy();
     }
     authorize::render_signed_in(&req, user.email.as_str(), oidc.display_name(), &ticket)
+}
+
+/// The callback of a sign-in that approves an `mcp-agent login`.
+async fn device_callback(
+    app: &App,
+    oidc: &Oidc,
+    q: &[(String, String)],
+    pending: &Pending,
+    user_code: &str,
+) -> Response {
+    let failed =
+        |why: String| super::pages::error_page(StatusCode::BAD_GATEWAY, "Sign-in failed", &why);
+    if let Some(err) = field(q, "error") {
+        return failed(format!(
+            "The sign-in provider refused ({err}); the device was not approved."
+        ));
+    }
+    if let Some(iss) = field(q, "iss")
+        && iss.trim_end_matches('/') != oidc.settings.issuer.as_str().trim_end_matches('/')
+    {
+        return failed("The answer came from a different sign-in provider.".into());
+    }
+    let Some(code) = field(q, "code").filter(|c| !c.is_empty()) else {
+        return failed("The sign-in provider sent no authorization code.".into());
+    };
+    let person = match identify(oidc, code, pending).await {
+        Ok(p) => p,
+        Err(why) => return failed(format!("The sign-in could not be completed: {why}.")),
+    };
+    let user = match admit(app, oidc, person).await {
+        Ok(u) => u,
+        Err(why) => return super::pages::error_page(StatusCode::FORBIDDEN, "Not allowed", &why),
+    };
+    super::device::approve_page(app, user_code, user.id)
 }
 
 /// `POST /oidc/consent` (ticket, decision): the signed-in person decides.
