@@ -382,6 +382,41 @@ pub async fn login(
     Ok(profile)
 }
 
+/// Asks the relay to revoke this device, proving possession of its key with
+/// a fresh CSR whose subject is `logout <device id> <unix seconds>`.
+pub async fn revoke_at_relay(id: &DeviceIdentity) -> anyhow::Result<()> {
+    let key = rcgen::KeyPair::from_pem(&id.key_pem).context("parsing the device key")?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("logout {} {}", id.profile.device_id, unix_now()),
+    );
+    let der = params
+        .serialize_request(&key)
+        .context("making the logout proof")?
+        .der()
+        .to_vec();
+    let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der);
+    let http = http_client(id.profile.ca.as_deref())?;
+    let base = id.profile.relay.as_str().trim_end_matches('/');
+    let r = http
+        .post(format!("{base}/agent/logout"))
+        .json(&serde_json::json!({"device_id": id.profile.device_id, "proof": proof}))
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    if r.status().is_success() {
+        return Ok(());
+    }
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    bail!(
+        "the relay answered {status}: {}",
+        v["message"].as_str().unwrap_or("no reason given")
+    )
+}
+
 /// `mcp-agent logout`: forgets the device locally; returns what was removed.
 pub fn logout(store: &CredentialStore, dir: &Path) -> anyhow::Result<Option<Profile>> {
     let profile = Profile::load(dir)?;

@@ -300,8 +300,12 @@ enum Command {
         after_help = "Examples:\n  mcp-agent login --relay https://relay.example.com          # prints a URL and a code\n  mcp-agent login --relay https://relay.example.com --enroll-token $TOKEN   # headless"
     )]
     Login(LoginCliArgs),
-    /// Forget this device's credentials here (revoke it at the relay with `mcp-relay devices revoke`).
-    Logout,
+    /// Revoke this device at the relay and forget its credentials here.
+    Logout {
+        /// Only forget the credentials here (the relay is unreachable, or keep the device).
+        #[arg(long)]
+        local_only: bool,
+    },
     /// Connect to a relay and serve a local MCP server through it.
     Connect(Box<ConnectArgs>),
     /// Run the built-in SQLite MCP tool as an ordinary local MCP server (stdio, or HTTP with --http).
@@ -444,7 +448,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Login(args) => rt.block_on(login(args)),
-        Command::Logout => logout(),
+        Command::Logout { local_only } => rt.block_on(logout(local_only)),
         Command::Connect(args) => rt.block_on(connect(*args)),
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::DemoDb { file } => {
@@ -636,21 +640,37 @@ async fn login(args: LoginCliArgs) -> ExitCode {
 }
 
 /// `mcp-agent logout`.
-fn logout() -> ExitCode {
-    let run = || -> anyhow::Result<()> {
+async fn logout(local_only: bool) -> ExitCode {
+    let run = async {
         let dir = mcp_agent::config::config_dir().context("no config directory on this system")?;
         let store = CredentialStore::open()?;
+        let mut code = ExitCode::SUCCESS;
+        if !local_only && let Ok(Some(id)) = mcp_agent::identity::load(&store, &dir) {
+            match mcp_agent::identity::revoke_at_relay(&id).await {
+                Ok(()) => eprintln!(
+                    "device {} revoked at {}",
+                    id.profile.device_id, id.profile.relay
+                ),
+                Err(e) => {
+                    eprintln!(
+                        "warning: could not revoke device {} at the relay ({e:#}); an admin can: mcp-relay devices revoke {}",
+                        id.profile.device_id, id.profile.device_id
+                    );
+                    code = ExitCode::from(1);
+                }
+            }
+        }
         match mcp_agent::identity::logout(&store, &dir)? {
             Some(p) => eprintln!(
-                "signed out: removed device {} ({}) from this machine\nto revoke it at the relay too: mcp-relay devices revoke {}",
-                p.device_id, p.user, p.device_id
+                "signed out: removed device {} ({}) from this machine",
+                p.device_id, p.user
             ),
             None => eprintln!("not signed in; nothing to remove"),
         }
-        Ok(())
+        anyhow::Ok(code)
     };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
+    match run.await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

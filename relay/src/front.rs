@@ -43,6 +43,10 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::post(crate::devices::enroll::enroll),
         )
         .route(
+            "/agent/logout",
+            axum::routing::post(crate::devices::enroll::logout),
+        )
+        .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata_root),
         )

@@ -888,3 +888,89 @@ async fn two_devices_share_a_tunnel_and_sessions_move_when_one_leaves() {
     }
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_the_device_at_the_relay_and_forged_logouts_are_refused() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    add_user(&relay, EMAIL);
+    let home = Home::new();
+    let out = home.login_with_token(&relay, &enroll_token(&relay, EMAIL));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = home.dir.path().join("cfg");
+    let profile = mcp_agent::identity::Profile::load(&cfg).unwrap().unwrap();
+    let http = http(&relay);
+    let logout = |device: String, cn: String, key: rcgen::KeyPair| {
+        let http = http.clone();
+        let base = relay.https_url();
+        async move {
+            let mut p = rcgen::CertificateParams::default();
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let der = p.serialize_request(&key).unwrap().der().to_vec();
+            let r = http
+                .post(format!("{base}/agent/logout"))
+                .json(&serde_json::json!({
+                    "device_id": device,
+                    "proof": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der),
+                }))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let id = profile.device_id.clone();
+    // Signed with another key; stale; naming another device: all refused.
+    let other = rcgen::KeyPair::generate().unwrap();
+    assert_eq!(
+        logout(id.clone(), format!("logout {id} {now}"), other).await,
+        401
+    );
+    let store = mcp_agent::credstore::CredentialStore::file_in(&cfg);
+    let key_pem = String::from_utf8(
+        store
+            .get(mcp_agent::identity::KEY_ENTRY)
+            .unwrap()
+            .unwrap()
+            .expose()
+            .to_vec(),
+    )
+    .unwrap();
+    let key = || rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    assert_eq!(
+        logout(id.clone(), format!("logout {id} {}", now - 3600), key()).await,
+        401
+    );
+    assert_eq!(
+        logout(id.clone(), format!("logout dev_other {now}"), key()).await,
+        401
+    );
+
+    // The real thing: `mcp-agent logout` cuts the running agent and forgets the device here.
+    let mut agent = home.connect(&relay, "shop").unwrap();
+    let out = home.agent(&["logout"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("revoked at"), "{err}");
+    assert_eq!(
+        agent.wait_exit(std::time::Duration::from_secs(3)).unwrap(),
+        3
+    );
+    let out = home.agent(&["status"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not signed in"));
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["devices", "list", "--json", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["status"], "revoked");
+}

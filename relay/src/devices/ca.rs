@@ -204,6 +204,31 @@ impl DeviceCa {
     }
 }
 
+/// Checks a CSR used as a proof of possession (its signature) and returns
+/// its subject CN and the SHA-256 (hex) of its public key.
+pub fn proof_of_possession(csr_der: &[u8]) -> Result<(String, String), CsrError> {
+    if csr_der.len() > MAX_CSR_BYTES {
+        return Err(CsrError::TooLarge);
+    }
+    let csr =
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+            .map_err(|e| CsrError::Invalid(e.to_string()))?;
+    let cn = csr
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .and_then(|v| match v {
+            rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+            rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let key_sha256 = hex::encode(Sha256::digest(
+        rcgen::PublicKeyData::subject_public_key_info(&csr.public_key),
+    ));
+    Ok((cn, key_sha256))
+}
+
 /// Reads the device id, key hash and expiry from a certificate (DER).
 pub fn read_peer(cert_der: &[u8]) -> Option<PeerDevice> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;

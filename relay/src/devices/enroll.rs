@@ -129,3 +129,97 @@ pub async fn enroll(State(app): State<Arc<App>>, body: Bytes) -> Response {
     )
         .into_response()
 }
+
+/// The request body of `POST /agent/logout`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// The device signing out.
+    pub device_id: String,
+    /// A CSR signed with the device key whose subject CN is
+    /// `logout <device_id> <unix seconds>` (proof of possession, fresh).
+    pub proof: String,
+}
+
+/// How old a logout proof may be.
+pub const LOGOUT_PROOF_MAX_AGE_SECS: i64 = 300;
+
+/// `POST /agent/logout`: the device revokes itself (`mcp-agent logout`).
+pub async fn logout(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    if body.len() > MAX_BODY {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request is larger than {MAX_BODY} bytes"),
+        );
+    }
+    let req: LogoutRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+    };
+    let Ok(der) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(req.proof.trim()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "proof must be a CSR, DER, base64url without padding",
+        );
+    };
+    let (cn, key) = match super::ca::proof_of_possession(&der) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_proof", e.to_string()),
+    };
+    let now = crate::oauth::token::unix_now() as i64;
+    let fresh = cn
+        .strip_prefix("logout ")
+        .and_then(|r| r.split_once(' '))
+        .filter(|(id, _)| *id == req.device_id)
+        .and_then(|(_, t)| t.parse::<i64>().ok())
+        .is_some_and(|t| (now - t).abs() <= LOGOUT_PROOF_MAX_AGE_SECS);
+    if !fresh {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_proof",
+            "the proof must name this device and be at most 5 minutes old",
+        );
+    }
+    let id = req.device_id.clone();
+    let device = match blocking(&app.store, move |s| s.get_device(&id)).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return error(StatusCode::NOT_FOUND, "unknown_device", "no such device");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "logout: store failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the relay could not read its devices",
+            );
+        }
+    };
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        device.key_sha256.as_bytes(),
+        key.as_bytes(),
+    )) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_proof",
+            "the proof is not signed with this device's key",
+        );
+    }
+    let id = req.device_id.clone();
+    if let Err(e) = blocking(&app.store, move |s| s.revoke_device(&id)).await {
+        tracing::error!(error = %e, "logout: revoking failed");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the relay could not revoke the device",
+        );
+    }
+    tracing::info!(device = %req.device_id, "device signed out (revoked itself)");
+    (
+        StatusCode::OK,
+        axum::Json(json!({"device_id": req.device_id, "revoked": true})),
+    )
+        .into_response()
+}
