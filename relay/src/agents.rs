@@ -356,6 +356,7 @@ async fn control_loop(
     let mut renew_by = device
         .filter(|d| d.must_renew)
         .map(|_| tokio::time::Instant::now() + RENEW_DEADLINE);
+    let mut keys_sent = app.auth.keys_generation();
     loop {
         let renewal_due = async {
             match renew_by {
@@ -397,7 +398,19 @@ async fn control_loop(
             return Err(close_protocol(conn, e.into()));
         }
         match frame {
-            Frame::Ping(n) => write_frame(send, &Frame::Pong(n)).await?,
+            Frame::Ping(n) => {
+                write_frame(send, &Frame::Pong(n)).await?;
+                // A key rotation reaches connected devices within a heartbeat.
+                let now = app.auth.keys_generation();
+                if device.is_some() && now != keys_sent {
+                    keys_sent = now;
+                    let update = DeviceUpdate {
+                        assertion_keys: Some(app.auth.jwks()),
+                        ..Default::default()
+                    };
+                    write_frame(send, &Frame::DeviceUpdate(update)).await?;
+                }
+            }
             Frame::RenewCert(r) => {
                 let update = renew(app, device, &r).await;
                 if update.error.is_none() {

@@ -88,6 +88,8 @@ pub struct Auth {
     validator: ValidatorWithCache,
     keys_path: PathBuf,
     reload: Mutex<(Instant, Option<SystemTime>)>,
+    /// Bumped whenever the signing keys are reloaded (for pushing them to agents).
+    keys_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Why a request was refused; [`Auth::refusal_response`] renders it.
@@ -123,6 +125,7 @@ impl Auth {
             validator,
             keys_path: state.path(KEYS_FILE),
             reload: Mutex::new((Instant::now(), mtime)),
+            keys_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -300,6 +303,14 @@ impl Auth {
         r
     }
 
+    /// The keys' generation after picking up a rotated key file (if any):
+    /// changes whenever the published keys change.
+    pub fn keys_generation(&self) -> u64 {
+        self.maybe_reload();
+        self.keys_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Picks up a rotated or replaced key file (at most once per interval).
     fn maybe_reload(&self) {
         let mut guard = self.reload.lock().unwrap_or_else(|e| e.into_inner());
@@ -322,6 +333,8 @@ impl Auth {
                 tracing::info!(kid = keys.active().kid(), "reloaded signing keys");
                 self.validator.set_keys(keys.verifying_keys());
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                self.keys_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "signing keys changed but could not be loaded; keeping the old ones")

@@ -535,6 +535,29 @@ async fn login_by_device_code_serves_over_mutual_tls_and_revocation_cuts_it() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("shop\t{EMAIL}")));
 
+    // A signing-key rotation reaches the connected agent's pinned keys within a heartbeat.
+    let pinned = home.dir.path().join("cfg/assertion-keys.json");
+    let kids = || -> usize {
+        let v: Value = serde_json::from_slice(&std::fs::read(&pinned).unwrap()).unwrap();
+        v["keys"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(kids(), 1);
+    let st = Command::new(bin_path("mcp-relay"))
+        .args(["keys", "rotate", "--state"])
+        .arg(relay.state_dir())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t0 = std::time::Instant::now();
+    while kids() < 2 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(12),
+            "rotated keys not pushed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // Revoking the device cuts the live tunnel within a second; the agent says why.
     let st = Command::new(bin_path("mcp-relay"))
         .args(["devices", "revoke", &id, "--state"])
