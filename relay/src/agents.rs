@@ -460,7 +460,7 @@ async fn renew(app: &App, device: Option<&AdmittedDevice>, r: &RenewCert) -> Dev
         Ok(Ok(_)) => return refuse("the device was revoked or its account disabled".into()),
         _ => return refuse("the relay could not read its devices".into()),
     };
-    let issued = match app.device_ca.issue(
+    let issued = match app.device_ca().issue(
         &csr,
         &device.id,
         user.email.as_str(),

@@ -44,8 +44,8 @@ pub struct App {
     pub host_policy: HostPolicy,
     /// The public base URL, without a trailing slash.
     pub public_url: String,
-    /// Issues and checks agents' device certificates.
-    pub device_ca: crate::devices::DeviceCa,
+    /// Issues and checks agents' device certificates (replaced when rotated).
+    pub device_ca: std::sync::RwLock<std::sync::Arc<crate::devices::DeviceCa>>,
     /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
     pub quic_port: u16,
     next_request_id: AtomicU64,
@@ -95,10 +95,18 @@ impl App {
             config,
             registry,
             tokens,
-            device_ca,
+            device_ca: std::sync::RwLock::new(std::sync::Arc::new(device_ca)),
             quic_port,
             next_request_id: AtomicU64::new(1),
         })
+    }
+
+    /// The current device CA.
+    pub fn device_ca(&self) -> std::sync::Arc<crate::devices::DeviceCa> {
+        self.device_ca
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A fresh request id.

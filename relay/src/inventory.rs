@@ -736,7 +736,7 @@ pub fn revoke(
             "signing keys are replaced, not revoked: run `mcp-relay credentials rotate signing-key` (the old key stays published until tokens it signed expire)",
         )),
         Kind::DeviceCa => Err(RevokeError::NotRevocable(
-            "the device CA cannot be revoked, and rotating it is not supported yet; revoke devices one at a time with `mcp-relay credentials revoke device ID`",
+            "the device CA cannot be revoked: rotate it with `mcp-relay credentials rotate device-ca` (the old one stays trusted while devices renew), or revoke devices one at a time with `mcp-relay credentials revoke device ID`",
         )),
         Kind::DevCa => Err(RevokeError::NotRevocable(
             "the dev TLS CA cannot be revoked, and rotating it is not supported yet; it exists only for `serve --dev`: use a fresh --state dir for a new one",
@@ -802,13 +802,37 @@ pub fn rotate(state: &StateDir, kind: Kind, now: UnixTime) -> Result<Rotated, Ro
                 overlap: DEFAULT_ROTATION_OVERLAP,
             })
         }
-        Kind::DeviceCa | Kind::DevCa => Err(RotateError::NotSupported(format!(
-            "rotating the {kind} is not supported yet; only `signing-key` rotates"
+        Kind::DeviceCa => {
+            // The old CA stays trusted while certificates it issued may still
+            // be renewed: the default certificate lifetime plus renewal grace.
+            let defaults = crate::limits::RelayLimits::default();
+            let trust = defaults.device_cert_ttl + defaults.device_renew_grace;
+            let old = crate::devices::DeviceCa::load_or_create(state)
+                .map(|c| ca_fingerprint(c.cert_der()))
+                .map_err(|e| RotateError::Keys(format!("{e:#}")))?;
+            let new = crate::devices::DeviceCa::rotate(state, trust)
+                .map_err(|e| RotateError::Keys(format!("{e:#}")))?;
+            Ok(Rotated {
+                old,
+                new: ca_fingerprint(new.cert_der()),
+                overlap: trust,
+            })
+        }
+        Kind::DevCa => Err(RotateError::NotSupported(format!(
+            "rotating the {kind} is not supported; delete dev-ca.pem and dev-ca.key and restart the --dev relay"
         ))),
         other => Err(RotateError::NotSupported(format!(
             "credentials of kind {other} do not rotate; revoke one with `mcp-relay credentials revoke {other} ID` and issue a new one (only `signing-key` rotates)"
         ))),
     }
+}
+
+fn ca_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "device CA {}",
+        &hex::encode(sha2::Sha256::digest(der))[..16]
+    )
 }
 
 /// Revoked first, then expired: a revoked credential stays "revoked" after

@@ -83,16 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     let device_ca = devices::DeviceCa::load_or_create(&state).context("loading the device CA")?;
-    let verifier = Arc::new(devices::verifier::DeviceClientVerifier::new(
-        device_ca.cert_der(),
-        config.limits.device_renew_grace,
-    )?);
-    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::quic_server_config(
-        &identity, verifier,
-    )?)
-    .context("building the QUIC TLS config")?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
-    server_config.transport_config(mcp_tunnel_transport::quic::relay_transport());
+    let server_config = quic_server_config(&identity, &device_ca, &state, &config)?;
     let socket = std::net::UdpSocket::bind(config.quic).with_context(|| {
         format!(
             "binding the QUIC (UDP) listener on {} (pick another with --quic ADDR)",
@@ -181,6 +172,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tasks.spawn(front::serve(l, None, router.clone(), cancel.clone(), drain));
     }
     tasks.spawn(revocation::watch(app.clone(), cancel.clone()));
+    tasks.spawn(watch_device_ca(
+        app.clone(),
+        endpoint.clone(),
+        identity.clone(),
+        state.clone(),
+        cancel.clone(),
+    ));
     let agent_tasks = TaskTracker::new();
     tasks.spawn(agents::accept_loop(
         endpoint.clone(),
@@ -205,6 +203,75 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// The QUIC endpoint's server config: the relay's certificate, and client
+/// certificates checked against the device CA(s).
+fn quic_server_config(
+    identity: &tls::Identity,
+    ca: &devices::DeviceCa,
+    state: &StateDir,
+    config: &Config,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let verifier = Arc::new(devices::verifier::DeviceClientVerifier::new(
+        &ca.trust_anchors(state)?,
+        config.limits.device_renew_grace,
+    )?);
+    let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::quic_server_config(
+        identity, verifier,
+    )?)
+    .context("building the QUIC TLS config")?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+    server_config.transport_config(mcp_tunnel_transport::quic::relay_transport());
+    Ok(server_config)
+}
+
+/// Picks up a rotated device CA (`mcp-relay credentials rotate device-ca`,
+/// from another process) within a second: new certificates come from the
+/// new CA, and handshakes trust the new and the still-trusted old ones.
+async fn watch_device_ca(
+    app: Arc<App>,
+    endpoint: quinn::Endpoint,
+    identity: tls::Identity,
+    state: StateDir,
+    shutdown: CancellationToken,
+) {
+    let stamp = |state: &StateDir| {
+        ["device-ca.pem", "device-ca-retired.json"].map(|f| {
+            std::fs::metadata(state.path(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+    };
+    let mut seen = stamp(&state);
+    let mut last_rebuild = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = stamp(&state);
+        // Also rebuild hourly, so a retired CA whose trust window ended drops out.
+        if now == seen && last_rebuild.elapsed() < Duration::from_secs(3600) {
+            continue;
+        }
+        seen = now;
+        last_rebuild = std::time::Instant::now();
+        let rebuilt = devices::DeviceCa::load_or_create(&state).and_then(|ca| {
+            let cfg = quic_server_config(&identity, &ca, &state, &app.config)?;
+            Ok((ca, cfg))
+        });
+        match rebuilt {
+            Ok((ca, cfg)) => {
+                endpoint.set_server_config(Some(cfg));
+                *app.device_ca.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ca);
+                tracing::info!("device CA (re)loaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reloading the device CA failed; keeping the old one")
+            }
+        }
+    }
 }
 
 /// Installs the one rustls crypto provider of this program (aws-lc-rs).

@@ -418,7 +418,7 @@ enum CredentialsCommand {
     /// Replace a key with a new one (signing-key only, for now).
     #[command(after_help = CREDENTIALS_ROTATE_HELP)]
     Rotate {
-        /// What to rotate: signing-key.
+        /// What to rotate: signing-key or device-ca.
         #[arg(value_parser = credential_kind())]
         kind: mcp_relay::inventory::Kind,
         #[command(flatten)]
@@ -1041,6 +1041,15 @@ fn credentials(cmd: CredentialsCommand) -> anyhow::Result<ExitCode> {
         CredentialsCommand::Rotate { kind, at } => {
             let state = StateDir::open(&state_or_default(at.state)?)?;
             match inventory::rotate(&state, kind, now) {
+                Ok(r) if kind == mcp_relay::inventory::Kind::DeviceCa => {
+                    eprintln!(
+                        "new {}; the old {} stays trusted for {} while devices renew onto the new one (a running relay picks this up within a second)",
+                        r.new,
+                        r.old,
+                        humantime::format_duration(r.overlap)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
                 Ok(r) => {
                     eprintln!(
                         "new signing key {}; {} stays published for {} so tokens it signed keep working",

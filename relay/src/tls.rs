@@ -210,7 +210,7 @@ mod tests {
         https_server_config(&a).unwrap();
         let ca = crate::devices::DeviceCa::load_or_create(&state).unwrap();
         let v = crate::devices::verifier::DeviceClientVerifier::new(
-            ca.cert_der(),
+            std::slice::from_ref(ca.cert_der()),
             std::time::Duration::from_secs(60),
         )
         .unwrap();

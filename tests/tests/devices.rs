@@ -997,3 +997,75 @@ async fn logout_revokes_the_device_at_the_relay_and_forged_logouts_are_refused()
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["status"], "revoked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_device_ca_keeps_devices_working_and_moves_them_to_the_new_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\ndevice_cert_ttl = \"9s\"\n").unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    add_user(&relay, EMAIL);
+    let home = Home::new();
+    let out = home.login_with_token(&relay, &enroll_token(&relay, EMAIL));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old_ca = std::fs::read_to_string(relay.state_dir().join("device-ca.pem")).unwrap();
+
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["credentials", "rotate", "device-ca", "--state"])
+        .arg(relay.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_ca = std::fs::read_to_string(relay.state_dir().join("device-ca.pem")).unwrap();
+    assert_ne!(old_ca, new_ca);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // A certificate from the old CA still connects (the old CA stays trusted) …
+    let mut agent = home.connect(&relay, "shop").unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+    // … and its renewal comes from the new CA.
+    agent
+        .wait_for_line(
+            "device certificate renewed",
+            std::time::Duration::from_secs(15),
+        )
+        .unwrap();
+    let store = mcp_agent::credstore::CredentialStore::file_in(home.dir.path().join("cfg"));
+    let cert = store.get(mcp_agent::identity::CERT_ENTRY).unwrap().unwrap();
+    let der = rustls_pemfile::certs(&mut cert.expose())
+        .next()
+        .unwrap()
+        .unwrap();
+    let ca_der = rustls_pemfile::certs(&mut new_ca.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    // The renewed certificate verifies under the new CA (webpki, through rustls).
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_der).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap();
+    verifier
+        .verify_client_cert(&der, &[], rustls_pki_types::UnixTime::now())
+        .expect("renewed under the new CA");
+    // Reconnecting with the renewed certificate works too.
+    agent.kill();
+    let _again = home.connect(&relay, "shop").unwrap();
+    assert_eq!(tools_list_status(&relay, "shop").await, 200);
+}

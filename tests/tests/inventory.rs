@@ -536,9 +536,9 @@ async fn credentials_list_shows_every_kind_filters_and_revokes() {
     let out = cli(&relay, &["credentials", "revoke", "signing-key", "any"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("credentials rotate signing-key"));
-    let out = cli(&relay, &["credentials", "rotate", "device-ca"]);
+    let out = cli(&relay, &["credentials", "rotate", "dev-ca"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
 
     // Rotating the signing key leaves the old one listed as retired.
     let before = list(&relay, &["--kind", "signing-key"]);

@@ -29,6 +29,18 @@ pub const DEFAULT_RENEW_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest CSR accepted.
 pub const MAX_CSR_BYTES: usize = 8 * 1024;
 const CA_LIFETIME_DAYS: i64 = 3650;
+/// Retired device CAs still trusted (their certificates, until when).
+const RETIRED_FILE: &str = "device-ca-retired.json";
+
+/// A retired CA, trusted until the certificates it issued can no longer be used.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredCa {
+    /// The CA certificate (PEM).
+    pub pem: String,
+    /// Unix seconds after which it is no longer trusted.
+    pub trust_until: i64,
+}
 
 /// The CA: its certificate and an issuer holding its key.
 pub struct DeviceCa {
@@ -89,6 +101,46 @@ pub struct Issued {
 }
 
 impl DeviceCa {
+    /// Replaces the CA with a new one. The old CA stays trusted for
+    /// `trust_old_for` (certificate lifetime + renewal grace) so devices keep
+    /// working and pick up certificates from the new CA when they renew.
+    pub fn rotate(state: &StateDir, trust_old_for: Duration) -> anyhow::Result<Self> {
+        let old = Self::load_or_create(state)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut retired = retired(state)?;
+        retired.retain(|r| r.trust_until > now);
+        retired.push(RetiredCa {
+            pem: old.cert_pem.clone(),
+            trust_until: now.saturating_add(trust_old_for.as_secs() as i64),
+        });
+        write_private(
+            &state.path(RETIRED_FILE),
+            &serde_json::to_vec_pretty(&retired)?,
+        )?;
+        // Remove the current pair so a new one is made (key first: a crash
+        // in between leaves no usable half-pair that could be mistaken).
+        std::fs::remove_file(state.path("device-ca.key")).context("removing the old CA key")?;
+        std::fs::remove_file(state.path("device-ca.pem")).context("removing the old CA")?;
+        let new = Self::load_or_create(state)?;
+        tracing::info!("rotated the device CA; the old one stays trusted for {trust_old_for:?}");
+        Ok(new)
+    }
+
+    /// Every CA certificate a device certificate may chain to now: the
+    /// current one and retired ones still within their trust window.
+    pub fn trust_anchors(&self, state: &StateDir) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut out = vec![self.cert_der.clone()];
+        for r in retired(state)? {
+            if r.trust_until > now
+                && let Some(Ok(der)) = rustls_pemfile::certs(&mut r.pem.as_bytes()).next()
+            {
+                out.push(der);
+            }
+        }
+        Ok(out)
+    }
+
     /// Loads the CA from the state dir, creating it on first use.
     pub fn load_or_create(state: &StateDir) -> anyhow::Result<Self> {
         let cert_path = state.path("device-ca.pem");
@@ -204,6 +256,18 @@ impl DeviceCa {
     }
 }
 
+/// The retired CAs recorded in the state dir.
+pub fn retired(state: &StateDir) -> anyhow::Result<Vec<RetiredCa>> {
+    let path = state.path(RETIRED_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("{} is corrupt", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Checks a CSR used as a proof of possession (its signature) and returns
 /// its subject CN and the SHA-256 (hex) of its public key.
 pub fn proof_of_possession(csr_der: &[u8]) -> Result<(String, String), CsrError> {
@@ -304,6 +368,27 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn rotation_makes_a_new_ca_and_keeps_the_old_one_trusted_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let old = DeviceCa::load_or_create(&state).unwrap();
+        let new = DeviceCa::rotate(&state, Duration::from_secs(3600)).unwrap();
+        assert_ne!(old.cert_der(), new.cert_der());
+        let anchors = new.trust_anchors(&state).unwrap();
+        assert_eq!(anchors.len(), 2);
+        assert!(anchors.contains(old.cert_der()));
+        let reloaded = DeviceCa::load_or_create(&state).unwrap();
+        assert_eq!(reloaded.cert_der(), new.cert_der());
+        // A retired CA whose window has passed is no longer trusted.
+        let again = DeviceCa::rotate(&state, Duration::ZERO).unwrap();
+        assert_eq!(
+            again.trust_anchors(&state).unwrap().len(),
+            2,
+            "only the one-hour-old CA stays"
+        );
     }
 
     #[test]

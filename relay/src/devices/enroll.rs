@@ -83,7 +83,7 @@ pub async fn enroll(State(app): State<Arc<App>>, body: Bytes) -> Response {
         );
     };
     let device_id = super::new_device_id();
-    let issued = match app.device_ca.issue(
+    let issued = match app.device_ca().issue(
         &csr,
         &device_id,
         account.email.as_str(),
@@ -122,7 +122,7 @@ pub async fn enroll(State(app): State<Arc<App>>, body: Bytes) -> Response {
             "device_id": device_id,
             "user": account.email.as_str(),
             "certificate": issued.cert_pem,
-            "ca": app.device_ca.cert_pem(),
+            "ca": app.device_ca().cert_pem(),
             "expires_at": issued.not_after,
             "assertion_keys": app.auth.jwks(),
         })),

@@ -22,10 +22,12 @@ pub struct DeviceClientVerifier {
 }
 
 impl DeviceClientVerifier {
-    /// Trusts certificates issued by `ca`.
-    pub fn new(ca: &CertificateDer<'static>, grace: Duration) -> anyhow::Result<Self> {
+    /// Trusts certificates issued by any of `cas`.
+    pub fn new(cas: &[CertificateDer<'static>], grace: Duration) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone())?;
+        for ca in cas {
+            roots.add(ca.clone())?;
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .allow_unauthenticated()
