@@ -82,6 +82,55 @@ impl DeviceGrants {
         })
     }
 
+    /// One poll of the token endpoint (RFC 8628 §3.4–3.5) at `now`: the
+    /// approving user, or the error code and message to answer.
+    fn poll(&self, key: &TokenHash, now: Instant) -> Result<UserId, (&'static str, String)> {
+        let mut map = self.lock();
+        let Some(p) = map.get_mut(key) else {
+            return Err((
+                "expired_token",
+                "the device code is unknown, expired or already used; run mcp-agent login again"
+                    .into(),
+            ));
+        };
+        if now.duration_since(p.created) >= DEVICE_CODE_TTL {
+            map.remove(key);
+            return Err((
+                "expired_token",
+                "the device code expired; run mcp-agent login again".into(),
+            ));
+        }
+        if let Some(last) = p.last_poll
+            && now.duration_since(last) < p.interval
+        {
+            // RFC 8628 §3.5: and the interval grows by 5 s for good.
+            p.interval += Duration::from_secs(5);
+            p.last_poll = Some(now);
+            return Err((
+                "slow_down",
+                format!(
+                    "polled too fast; wait {} s between polls",
+                    p.interval.as_secs()
+                ),
+            ));
+        }
+        p.last_poll = Some(now);
+        match p.decision {
+            Decision::Pending => Err((
+                "authorization_pending",
+                "waiting for the person to approve".into(),
+            )),
+            Decision::Denied => {
+                map.remove(key);
+                Err(("access_denied", "the person denied this device".into()))
+            }
+            Decision::Approved(u) => {
+                map.remove(key);
+                Ok(u)
+            }
+        }
+    }
+
     fn find_by_user_code(&self, user_code: &str) -> Option<(TokenHash, String)> {
         let map = self.lock();
         map.iter()
@@ -194,61 +243,9 @@ pub async fn token(app: &App, form: &[(String, String)]) -> Response {
         );
     };
     let key = TokenHash::of(code);
-    let user = {
-        let mut map = app.device_grants.lock();
-        let Some(p) = map.get_mut(&key) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "expired_token",
-                "the device code is unknown, expired or already used; run mcp-agent login again",
-            );
-        };
-        if p.created.elapsed() >= DEVICE_CODE_TTL {
-            map.remove(&key);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "expired_token",
-                "the device code expired; run mcp-agent login again",
-            );
-        }
-        let now = Instant::now();
-        if let Some(last) = p.last_poll
-            && now.duration_since(last) < p.interval
-        {
-            // RFC 8628 §3.5: and the interval grows by 5 s for good.
-            p.interval += Duration::from_secs(5);
-            p.last_poll = Some(now);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "slow_down",
-                &format!(
-                    "polled too fast; wait {} s between polls",
-                    p.interval.as_secs()
-                ),
-            );
-        }
-        p.last_poll = Some(now);
-        match p.decision {
-            Decision::Pending => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "authorization_pending",
-                    "waiting for the person to approve",
-                );
-            }
-            Decision::Denied => {
-                map.remove(&key);
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "access_denied",
-                    "the person denied this device",
-                );
-            }
-            Decision::Approved(u) => {
-                map.remove(&key);
-                u
-            }
-        }
+    let user = match app.device_grants.poll(&key, Instant::now()) {
+        Ok(u) => u,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, &message),
     };
     match blocking(&app.store, move |s| {
         s.issue_enroll_token(user, ENROLL_TTL_SECS)
@@ -448,6 +445,55 @@ pub fn approve_page(app: &App, user_code: &str, user: UserId) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(grants: &DeviceGrants, created: Instant, decision: Decision) -> TokenHash {
+        let key = Secret::generate().hash();
+        grants.lock().insert(
+            key,
+            PendingDevice {
+                user_code: new_user_code(),
+                label: String::new(),
+                created,
+                last_poll: None,
+                interval: INTERVAL,
+                decision,
+            },
+        );
+        key
+    }
+
+    #[test]
+    fn device_codes_expire_are_single_use_and_slow_down_fast_pollers() {
+        let g = DeviceGrants::default();
+        let t0 = Instant::now();
+        // Expired.
+        let k = pending(&g, t0, Decision::Approved(UserId(1)));
+        assert_eq!(
+            g.poll(&k, t0 + DEVICE_CODE_TTL).unwrap_err().0,
+            "expired_token"
+        );
+        assert_eq!(
+            g.poll(&k, t0).unwrap_err().0,
+            "expired_token",
+            "and forgotten"
+        );
+        // Pending, then too fast, then the interval has grown by 5 s.
+        let k = pending(&g, t0, Decision::Pending);
+        assert_eq!(g.poll(&k, t0).unwrap_err().0, "authorization_pending");
+        assert_eq!(
+            g.poll(&k, t0 + Duration::from_secs(1)).unwrap_err().0,
+            "slow_down"
+        );
+        let later = t0 + Duration::from_secs(1) + INTERVAL;
+        assert_eq!(g.poll(&k, later).unwrap_err().0, "slow_down", "10 s now");
+        // Approved: once.
+        let k = pending(&g, t0, Decision::Approved(UserId(7)));
+        assert_eq!(g.poll(&k, t0), Ok(UserId(7)));
+        assert_eq!(g.poll(&k, t0 + INTERVAL).unwrap_err().0, "expired_token");
+        // Denied.
+        let k = pending(&g, t0, Decision::Denied);
+        assert_eq!(g.poll(&k, t0).unwrap_err().0, "access_denied");
+    }
 
     #[test]
     fn user_codes_are_typable_and_normalised() {
