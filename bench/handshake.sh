@@ -36,8 +36,8 @@ set -euo pipefail
 
 usage() {
     echo "usage: bench/handshake.sh [--quick]"
-    echo "  full:    20 runs and 200 relay handshakes per credential (~2 min once built)"
-    echo "  --quick:  8 runs and  50 relay handshakes per credential (~40 s)"
+    echo "  full:    20 runs and 200 relay connections per credential (~1.5 min once built)"
+    echo "  --quick:  8 runs and  50 relay connections per credential (~30 s)"
     echo "env: CARGO_TARGET_DIR (default <repo>/target); BENCH_NO_BUILD=1 reuses the binaries already built there"
 }
 
