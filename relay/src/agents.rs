@@ -223,19 +223,9 @@ async fn check_device(
             "the device certificate cannot be read; run `mcp-agent login`".into(),
         ));
     };
-    let store = app.store.clone();
-    let id = peer.device_id.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let d = store.get_device(&id)?;
-        let u = match &d {
-            Some(d) => store.get_user(d.user_id)?,
-            None => None,
-        };
-        Ok::<_, crate::store::StoreError>((d, u))
-    })
-    .await;
+    let found = load_device(app, &peer.device_id).await;
     let (device, user) = match found {
-        Ok(Ok(v)) => v,
+        Ok(v) => v,
         _ => {
             return Err((
                 ErrorCode::INTERNAL,
@@ -444,22 +434,17 @@ async fn renew(app: &App, device: Option<&AdmittedDevice>, r: &RenewCert) -> Dev
     let Ok(csr) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(r.csr.trim()) else {
         return refuse("the CSR is not base64url DER".into());
     };
-    let store = app.store.clone();
-    let id = device.id.clone();
-    let current = tokio::task::spawn_blocking(move || {
-        let d = store.get_device(&id)?;
-        let u = match &d {
-            Some(d) => store.get_user(d.user_id)?,
-            None => None,
-        };
-        Ok::<_, crate::store::StoreError>((d, u))
-    })
-    .await;
-    let (stored, user) = match current {
-        Ok(Ok((Some(d), Some(u)))) if d.revoked_at.is_none() && !u.disabled => (d, u),
-        Ok(Ok(_)) => return refuse("the device was revoked or its account disabled".into()),
-        _ => return refuse("the relay could not read its devices".into()),
+    let (stored, user) = match load_device(app, &device.id).await {
+        Ok((Some(d), Some(u))) if d.revoked_at.is_none() && !u.disabled => (d, u),
+        Ok(_) => return refuse("the device was revoked or its account disabled".into()),
+        Err(()) => return refuse("the relay could not read its devices".into()),
     };
+    // The renewal must come from the enrolled key: checked before issuing.
+    match crate::devices::ca::proof_of_possession(&csr) {
+        Ok((_, key)) if key == stored.key_sha256 => {}
+        Ok(_) => return refuse("a renewal must use the key the device enrolled with".into()),
+        Err(e) => return refuse(e.to_string()),
+    }
     let issued = match app.device_ca().issue(
         &csr,
         &device.id,
@@ -469,9 +454,6 @@ async fn renew(app: &App, device: Option<&AdmittedDevice>, r: &RenewCert) -> Dev
         Ok(i) => i,
         Err(e) => return refuse(e.to_string()),
     };
-    if issued.key_sha256 != stored.key_sha256 {
-        return refuse("a renewal must use the key the device enrolled with".into());
-    }
     let store = app.store.clone();
     let (id, exp) = (device.id.clone(), issued.not_after);
     if tokio::task::spawn_blocking(move || store.renew_device(&id, exp))
@@ -489,6 +471,26 @@ async fn renew(app: &App, device: Option<&AdmittedDevice>, r: &RenewCert) -> Dev
         assertion_keys: Some(app.auth.jwks()),
         error: None,
     }
+}
+
+/// A device and its owner, read from the store off the async threads.
+async fn load_device(
+    app: &App,
+    id: &str,
+) -> Result<(Option<crate::store::Device>, Option<crate::store::User>), ()> {
+    let store = app.store.clone();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let d = store.get_device(&id)?;
+        let u = match &d {
+            Some(d) => store.get_user(d.user_id)?,
+            None => None,
+        };
+        Ok::<_, crate::store::StoreError>((d, u))
+    })
+    .await
+    .map_err(drop)?
+    .map_err(drop)
 }
 
 fn close_protocol(conn: &quinn::Connection, e: LinkError) -> ConnError {

@@ -116,7 +116,8 @@ impl RegisterError {
 #[derive(Debug)]
 pub struct Registry {
     online: RwLock<HashMap<TunnelName, Vec<Arc<AgentHandle>>>>,
-    sessions: quick_cache::sync::Cache<(TunnelName, String), Arc<str>>,
+    /// Session id → (tunnel, affinity of the agent that holds it).
+    sessions: quick_cache::sync::Cache<String, (TunnelName, Arc<str>)>,
     next_pick: std::sync::atomic::AtomicUsize,
     claims: Mutex<HashMap<TunnelName, Claim>>,
     claims_path: PathBuf,
@@ -160,8 +161,9 @@ impl Registry {
             let alive = |a: &&Arc<AgentHandle>| a.conn.close_reason().is_none();
             let live = agents.iter().filter(alive).count();
             if live > 0 {
+                // Looked up by &str: no allocation on the request path.
                 if let Some(sid) = session
-                    && let Some(holder) = self.sessions.get(&(name.clone(), sid.to_owned()))
+                    && let Some((_, holder)) = self.sessions.get(sid).filter(|(t, _)| t == name)
                 {
                     return match agents
                         .iter()
@@ -193,8 +195,8 @@ impl Registry {
     /// lives on `agent`'s machine (kept across its reconnects).
     pub fn remember_session(&self, name: &TunnelName, session: &str, agent: &AgentHandle) {
         self.sessions.insert(
-            (name.clone(), session.to_owned()),
-            Arc::from(agent.affinity()),
+            session.to_owned(),
+            (name.clone(), Arc::from(agent.affinity())),
         );
     }
 

@@ -14,44 +14,11 @@ const EMAIL: &str = "dana@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn add_user(relay: &Relay, email: &str) {
-    let st = Command::new(bin_path("mcp-relay"))
-        .args(["users", "add", email, "--state"])
-        .arg(relay.state_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let mut child = Command::new(bin_path("mcp-relay"))
-        .args([
-            "users",
-            "set-password",
-            email,
-            "--password-stdin",
-            "--state",
-        ])
-        .arg(relay.state_dir())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    relay.add_user_with_password(email, &[], PASSWORD).unwrap();
 }
 
 fn http(relay: &Relay) -> reqwest::Client {
-    let pem = std::fs::read(relay.ca_file()).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    relay.page_client(None)
 }
 
 fn csr(san_email: Option<&str>) -> String {
@@ -340,10 +307,6 @@ impl Home {
         ]
     }
 
-    fn env_refs(&self) -> Vec<(&'static str, std::ffi::OsString)> {
-        self.env()
-    }
-
     fn agent(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_path("mcp-agent"));
         c.args(args)
@@ -386,37 +349,36 @@ impl Home {
         db.display().to_string()
     }
 
-    fn connect(&self, relay: &Relay, name: &str) -> anyhow::Result<mcp_testkit::Agent> {
-        let env = self.env_refs();
+    /// Starts `mcp-agent connect --db` with this home's device identity;
+    /// `wait` waits for the public URL (else the caller waits for an exit).
+    fn run_agent(
+        &self,
+        relay: &Relay,
+        name: &str,
+        wait: bool,
+    ) -> anyhow::Result<mcp_testkit::Agent> {
+        let env = self.env();
         let env: Vec<(&str, &std::ffi::OsStr)> =
             env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        mcp_testkit::Agent::start_device(
-            relay,
-            mcp_testkit::AgentOptions {
-                name: name.into(),
-                upstream: String::new(),
-                token: None,
-                args: vec!["--db".into(), self.db()],
-            },
-            &env,
-        )
+        let opts = mcp_testkit::AgentOptions {
+            name: name.into(),
+            upstream: String::new(),
+            token: None,
+            args: vec!["--db".into(), self.db()],
+        };
+        if wait {
+            mcp_testkit::Agent::start_device(relay, opts, &env)
+        } else {
+            mcp_testkit::Agent::spawn_device(relay, opts, &env)
+        }
+    }
+
+    fn connect(&self, relay: &Relay, name: &str) -> anyhow::Result<mcp_testkit::Agent> {
+        self.run_agent(relay, name, true)
     }
 
     fn spawn(&self, relay: &Relay, name: &str) -> mcp_testkit::Agent {
-        let env = self.env_refs();
-        let env: Vec<(&str, &std::ffi::OsStr)> =
-            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        mcp_testkit::Agent::spawn_device(
-            relay,
-            mcp_testkit::AgentOptions {
-                name: name.into(),
-                upstream: String::new(),
-                token: None,
-                args: vec!["--db".into(), self.db()],
-            },
-            &env,
-        )
-        .unwrap()
+        self.run_agent(relay, name, false).unwrap()
     }
 }
 

@@ -6,7 +6,7 @@
 //! filters, and revocation through it are checked from the CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use base64::Engine;
 use mcp_testkit::{Relay, RelayOptions, bin_path};
@@ -56,41 +56,11 @@ fn row<'a>(rows: &'a [Value], kind: &str, id: &str) -> &'a Value {
 }
 
 fn add_user(relay: &Relay, email: &str) {
-    ok(relay, &["users", "add", email]);
-    let mut child = Command::new(bin_path("mcp-relay"))
-        .args([
-            "users",
-            "set-password",
-            email,
-            "--password-stdin",
-            "--state",
-        ])
-        .arg(relay.state_dir())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    relay.add_user_with_password(email, &[], PASSWORD).unwrap();
 }
 
 fn http(relay: &Relay, extra_ca: Option<&str>) -> reqwest::Client {
-    let pem = std::fs::read(relay.ca_file()).unwrap();
-    let mut certs = vec![reqwest::Certificate::from_pem(&pem).unwrap()];
-    if let Some(ca) = extra_ca {
-        certs.push(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
-    }
-    reqwest::Client::builder()
-        .tls_certs_merge(certs)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    relay.page_client(extra_ca)
 }
 
 fn csr() -> String {

@@ -15,35 +15,9 @@ const PASSWORD: &str = "correct horse battery staple";
 const REDIRECT: &str = "http://127.0.0.1:39999/callback";
 
 fn add_user(relay: &Relay) {
-    let st = Command::new(bin_path("mcp-relay"))
-        .args(["users", "add", EMAIL, "--group", "eng", "--state"])
-        .arg(relay.state_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+    relay
+        .add_user_with_password(EMAIL, &["eng"], PASSWORD)
         .unwrap();
-    assert!(st.success());
-    let mut child = Command::new(bin_path("mcp-relay"))
-        .args([
-            "users",
-            "set-password",
-            EMAIL,
-            "--password-stdin",
-            "--state",
-        ])
-        .arg(relay.state_dir())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 fn db_agent(relay: &Relay, dir: &std::path::Path) -> Agent {
@@ -121,12 +95,7 @@ struct Flow {
 
 impl Flow {
     async fn new(relay: &Relay) -> Self {
-        let pem = std::fs::read(relay.ca_file()).unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_merge([reqwest::Certificate::from_pem(&pem).unwrap()])
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let http = relay.page_client(None);
         let base = relay.https_url();
         let r = http
             .post(format!("{base}/register"))

@@ -363,6 +363,64 @@ impl Relay {
         Ok(())
     }
 
+    /// `mcp-relay users add EMAIL` then `users set-password` (a built-in
+    /// account that can sign in on the relay's pages).
+    pub fn add_user_with_password(
+        &self,
+        email: &str,
+        groups: &[&str],
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let mut add = Command::new(bin_path("mcp-relay"));
+        add.args(["users", "add", email]);
+        for g in groups {
+            add.args(["--group", g]);
+        }
+        let out = add.arg("--state").arg(self.state.path()).output()?;
+        if !out.status.success() {
+            bail!("users add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut child = Command::new(bin_path("mcp-relay"))
+            .args([
+                "users",
+                "set-password",
+                email,
+                "--password-stdin",
+                "--state",
+            ])
+            .arg(self.state.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("stdin")?;
+            stdin.write_all(format!("{password}\n").as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "set-password failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// A client for the relay's own pages and endpoints: trusts its dev CA
+    /// (and `extra_ca_pem`), never follows redirects, sends no token.
+    pub fn page_client(&self, extra_ca_pem: Option<&str>) -> reqwest::Client {
+        let mut b = self
+            .client_builder()
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = extra_ca_pem {
+            b = b.tls_certs_merge([
+                reqwest::Certificate::from_pem(pem.as_bytes()).expect("extra CA parses")
+            ]);
+        }
+        b.build().expect("client builds")
+    }
+
     /// `kill -9` the relay.
     pub fn kill9(&mut self) {
         self.proc.kill();

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mcp_tunnel_proto::TunnelName;
 
 use super::pages::{self, Consent};
-use super::{CODE_TTL_SECS, blocking, cookie, field, parse_form, password, pkce, repeated};
+use super::{CODE_TTL_SECS, blocking, field, parse_form, password, pkce, repeated};
 use crate::app::App;
 use crate::store::{Email, NewCode, Secret, UserId};
 
@@ -322,9 +322,7 @@ pub fn tunnel_of(public_url: &str, resource: &str) -> Option<TunnelName> {
 }
 
 fn render(app: &App, req: &Request, headers: &HeaderMap, error: Option<&str>) -> Response {
-    let csrf = cookie(headers, CSRF_COOKIE)
-        .filter(|c| super::is_secret_shaped(c))
-        .unwrap_or_else(|| Secret::generate().expose().to_owned());
+    let csrf = super::secret_cookie(headers, CSRF_COOKIE);
     let hidden: Vec<(&str, &str)> = req
         .raw
         .iter()

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::pages::{self, escape};
-use super::{blocking, cookie, field, parse_form};
+use super::{blocking, field, parse_form};
 use crate::app::App;
 use crate::store::{Secret, TokenHash, UserId};
 
@@ -295,9 +295,7 @@ fn page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let csrf = cookie(headers, CSRF_COOKIE)
-        .filter(|c| super::is_secret_shaped(c))
-        .unwrap_or_else(|| Secret::generate().expose().to_owned());
+    let csrf = super::secret_cookie(headers, CSRF_COOKIE);
     let mut body = String::new();
     if let Some(e) = error {
         body.push_str(&format!(

@@ -133,10 +133,13 @@ pub fn set_cookie(
     }
 }
 
-/// Whether a cookie value looks like a [`crate::store::Secret`] the relay
-/// made (64 hex digits), so it may be reused rather than replaced.
-pub fn is_secret_shaped(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+/// The value of the relay-made cookie `name` (64 hex digits, like a
+/// [`crate::store::Secret`]), or a fresh random one when it is missing or
+/// malformed: CSRF tokens and the OIDC browser binding.
+pub fn secret_cookie(headers: &HeaderMap, name: &str) -> String {
+    cookie(headers, name)
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| crate::store::Secret::generate().expose().to_owned())
 }
 
 /// A cookie's value from the request.

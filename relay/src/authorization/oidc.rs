@@ -417,62 +417,19 @@ pub async fn callback(
         Ok(r) => r,
         Err(f) => return authorize::fail(&app, f),
     };
-    if let Some(err) = field(&q, "error") {
-        let desc = field(&q, "error_description").unwrap_or("");
-        tracing::info!(
-            error = err,
-            description = desc,
-            "the OIDC provider refused the sign-in"
-        );
-        return authorize::fail(
-            &app,
-            Failure::Redirect(
-                req.redirect_uri,
-                req.state,
-                "access_denied",
-                format!("the sign-in provider refused: {err}"),
-            ),
-        );
-    }
-    let Some(code) = field(&q, "code").filter(|c| !c.is_empty()) else {
-        return super::pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The sign-in provider sent no authorization code. Start signing in again.",
-        );
-    };
-    // RFC 9207: when the provider names itself, it must be the one we asked.
-    if let Some(iss) = field(&q, "iss")
-        && iss.trim_end_matches('/') != oidc.settings.issuer.as_str().trim_end_matches('/')
-    {
-        tracing::warn!(
-            iss,
-            "OIDC callback from an unexpected issuer (mix-up attempt?)"
-        );
-        return super::pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The answer came from a different sign-in provider than the one this relay uses. Start signing in again.",
-        );
-    }
-    let person = match identify(oidc, code, &pending).await {
-        Ok(p) => p,
-        Err(why) => {
-            tracing::warn!(error = %why, "OIDC sign-in failed");
-            return super::pages::error_page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in failed",
-                &format!(
-                    "The sign-in at {} could not be completed: {why}. Start signing in again.",
-                    oidc.display_name()
+    let user = match signed_in_user(&app, oidc, &q, &pending).await {
+        Ok(u) => u,
+        Err(CallbackError::Page(r)) => return r,
+        Err(CallbackError::ProviderRefused(err)) => {
+            return authorize::fail(
+                &app,
+                Failure::Redirect(
+                    req.redirect_uri,
+                    req.state,
+                    "access_denied",
+                    format!("the sign-in provider refused: {err}"),
                 ),
             );
-        }
-    };
-    let user = match admit(&app, oidc, person).await {
-        Ok(u) => u,
-        Err(why) => {
-            return super::pages::error_page(StatusCode::FORBIDDEN, "Not allowed", &why);
         }
     };
     tracing::info!(user = user.id.0, email = %user.email, "signed in through OIDC");
@@ -497,30 +454,82 @@ async fn device_callback(
     pending: &Pending,
     user_code: &str,
 ) -> Response {
-    let failed =
-        |why: String| super::pages::error_page(StatusCode::BAD_GATEWAY, "Sign-in failed", &why);
-    if let Some(err) = field(q, "error") {
-        return failed(format!(
-            "The sign-in provider refused ({err}); the device was not approved."
-        ));
+    match signed_in_user(app, oidc, q, pending).await {
+        Ok(user) => super::device::approve_page(app, user_code, user.id),
+        Err(CallbackError::Page(r)) => r,
+        Err(CallbackError::ProviderRefused(err)) => super::pages::error_page(
+            StatusCode::BAD_GATEWAY,
+            "Sign-in failed",
+            &format!("The sign-in provider refused ({err}); the device was not approved."),
+        ),
     }
+}
+
+/// Why a callback did not yield a signed-in user.
+enum CallbackError {
+    /// The provider answered `error=…` (the caller tells whoever asked).
+    ProviderRefused(String),
+    /// Show this page.
+    Page(Response),
+}
+
+/// The checks every callback makes, in order: the provider's own error, an
+/// authorization code, the RFC 9207 issuer, the code exchange and ID token
+/// ([`identify`]), then admission ([`admit`]).
+async fn signed_in_user(
+    app: &App,
+    oidc: &Oidc,
+    q: &[(String, String)],
+    pending: &Pending,
+) -> Result<crate::store::User, CallbackError> {
+    if let Some(err) = field(q, "error") {
+        let desc = field(q, "error_description").unwrap_or("");
+        tracing::info!(
+            error = err,
+            description = desc,
+            "the OIDC provider refused the sign-in"
+        );
+        return Err(CallbackError::ProviderRefused(err.to_owned()));
+    }
+    let Some(code) = field(q, "code").filter(|c| !c.is_empty()) else {
+        return Err(CallbackError::Page(super::pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The sign-in provider sent no authorization code. Start signing in again.",
+        )));
+    };
+    // RFC 9207: when the provider names itself, it must be the one we asked.
     if let Some(iss) = field(q, "iss")
         && iss.trim_end_matches('/') != oidc.settings.issuer.as_str().trim_end_matches('/')
     {
-        return failed("The answer came from a different sign-in provider.".into());
+        tracing::warn!(
+            iss,
+            "OIDC callback from an unexpected issuer (mix-up attempt?)"
+        );
+        return Err(CallbackError::Page(super::pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The answer came from a different sign-in provider than the one this relay uses. Start signing in again.",
+        )));
     }
-    let Some(code) = field(q, "code").filter(|c| !c.is_empty()) else {
-        return failed("The sign-in provider sent no authorization code.".into());
-    };
-    let person = match identify(oidc, code, pending).await {
-        Ok(p) => p,
-        Err(why) => return failed(format!("The sign-in could not be completed: {why}.")),
-    };
-    let user = match admit(app, oidc, person).await {
-        Ok(u) => u,
-        Err(why) => return super::pages::error_page(StatusCode::FORBIDDEN, "Not allowed", &why),
-    };
-    super::device::approve_page(app, user_code, user.id)
+    let person = identify(oidc, code, pending).await.map_err(|why| {
+        tracing::warn!(error = %why, "OIDC sign-in failed");
+        CallbackError::Page(super::pages::error_page(
+            StatusCode::BAD_GATEWAY,
+            "Sign-in failed",
+            &format!(
+                "The sign-in at {} could not be completed: {why}. Start signing in again.",
+                oidc.display_name()
+            ),
+        ))
+    })?;
+    admit(app, oidc, person).await.map_err(|why| {
+        CallbackError::Page(super::pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            &why,
+        ))
+    })
 }
 
 /// `POST /oidc/consent` (ticket, decision): the signed-in person decides.
@@ -773,9 +782,7 @@ async fn admit(app: &App, oidc: &Oidc, person: Person) -> Result<crate::store::U
 }
 
 fn browser_id(headers: &HeaderMap) -> String {
-    cookie(headers, BROWSER_COOKIE)
-        .filter(|c| super::is_secret_shaped(c))
-        .unwrap_or_else(|| Secret::generate().expose().to_owned())
+    super::secret_cookie(headers, BROWSER_COOKIE)
 }
 
 fn same_browser(headers: &HeaderMap, expected: &str) -> bool {

@@ -8,9 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{blocking, cookie, field, pages, parse_form, password};
+use super::{blocking, field, pages, parse_form, password};
 use crate::app::App;
-use crate::store::{PasswordHash, Secret, TokenHash};
+use crate::store::{PasswordHash, TokenHash};
 
 const CSRF_COOKIE: &str = "mcp_relay_setup_csrf";
 
@@ -39,9 +39,7 @@ pub async fn show(
             "This set-up link is unknown, used or expired. Ask the relay admin for a new one (mcp-relay users reset-link EMAIL).",
         );
     };
-    let csrf = cookie(&headers, CSRF_COOKIE)
-        .filter(|c| super::is_secret_shaped(c))
-        .unwrap_or_else(|| Secret::generate().expose().to_owned());
+    let csrf = super::secret_cookie(&headers, CSRF_COOKIE);
     with_cookie(
         &app,
         pages::set_password(&token, &csrf, user.email.as_str(), None),
