@@ -44,6 +44,12 @@ pub struct Welcome {
     pub heartbeat_interval_ms: u64,
     /// Limits the relay enforces for this tunnel.
     pub limits: Limits,
+    /// The relay's identity-assertion public keys (a JWKS document) when the
+    /// relay authenticates callers: every request stream then carries an
+    /// assertion signed by one of them. `None` only on a relay with
+    /// authentication off (`--dev --no-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion_keys: Option<serde_json::Value>,
 }
 
 /// Limits the relay enforces, told to the agent so it can size its side.

@@ -378,6 +378,7 @@ mod tests {
                 relay_version: "0.1.0".into(),
                 heartbeat_interval_ms: 1000,
                 limits: Limits::default(),
+                assertion_keys: Some(serde_json::json!({"keys": []})),
             }),
             Frame::Reject(Reject {
                 code: ErrorCode::NAME_TAKEN,

@@ -149,6 +149,7 @@ async fn handle_connection(
             max_request_body: limits.max_request_body,
             max_frame_payload: limits.max_frame_payload as u32,
         },
+        assertion_keys: app.auth.required().then(|| app.auth.jwks()),
     };
     write_frame(&mut send, &Frame::Welcome(welcome)).await?;
     if device.is_some() {

@@ -90,6 +90,9 @@ pub struct Auth {
     reload: Mutex<(Instant, Option<SystemTime>)>,
     /// Bumped whenever the signing keys are reloaded (for pushing them to agents).
     keys_generation: std::sync::atomic::AtomicU64,
+    /// Random per process: prefixes request ids in assertions, so ids stay
+    /// unique across restarts (agents refuse a request id seen before).
+    boot_id: String,
 }
 
 /// Why a request was refused; [`Auth::refusal_response`] renders it.
@@ -126,6 +129,7 @@ impl Auth {
             keys_path: state.path(KEYS_FILE),
             reload: Mutex::new((Instant::now(), mtime)),
             keys_generation: std::sync::atomic::AtomicU64::new(0),
+            boot_id: hex::encode(rand::random::<[u8; 8]>()),
         }
     }
 
@@ -199,6 +203,12 @@ impl Auth {
         }
     }
 
+    /// The request id as assertions and audit records carry it:
+    /// `<boot id>-<counter>`, unique across relay restarts.
+    pub fn request_id_string(&self, request_id: u64) -> String {
+        format!("{}-{request_id}", self.boot_id)
+    }
+
     /// Signs the identity assertion the agent receives instead of the token.
     pub fn assertion(
         &self,
@@ -210,7 +220,8 @@ impl Auth {
             return None;
         };
         let now = unix_now();
-        let a = AssertionClaims::for_request(claims, tunnel.as_str(), &request_id.to_string(), now);
+        let rid = self.request_id_string(request_id);
+        let a = AssertionClaims::for_request(claims, tunnel.as_str(), &rid, now);
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         match sign_assertion(&keys, &a) {
             Ok(s) => Some(s),
