@@ -1,0 +1,1 @@
+//! Cedar authorization of MCP messages (work in progress).
