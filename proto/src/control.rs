@@ -115,3 +115,51 @@ pub struct DeviceUpdate {
     /// Why a renewal was refused (the agent keeps its certificate and says so).
     pub error: Option<String>,
 }
+
+/// Agent → relay, on the open control stream: what this agent serves — the
+/// owner's policy file and its upstream's tools with their annotations. Sent
+/// right after `Welcome` (tools not yet known) and again whenever either
+/// changes; each one replaces the previous.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Catalog {
+    /// The owner's Cedar policy (`mcp-agent connect --policy FILE`); `None`
+    /// means the owner has none.
+    pub policy: Option<PolicyFile>,
+    /// The upstream's tools; `None` while the agent has not listed them yet
+    /// (every tool then counts as destructive).
+    pub tools: Option<Vec<ToolDescriptor>>,
+}
+
+/// A Cedar policy file, as written.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyFile {
+    /// Its file name, for error messages (`shop.cedar`).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// One tool of the upstream, as policy needs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolDescriptor {
+    /// The tool's name.
+    pub name: String,
+    /// The tool's MCP `annotations` object, as the upstream sent it
+    /// (`readOnlyHint`, `destructiveHint`, …); `None` when it sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// Relay → agent, on the open control stream: who owns the tunnel and the
+/// grants made on it, for the agent's own policy check. Sent after `Welcome`
+/// and again whenever a grant is made, revoked or expires.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PolicyUpdate {
+    /// The owner's email; `None` for a tunnel with no owning account.
+    pub owner: Option<String>,
+    /// The live grants on this tunnel (`mcp-agent share`), each a JSON
+    /// object in the policy crate's `Grant` form.
+    pub grants: Vec<serde_json::Value>,
+}

@@ -46,6 +46,12 @@ impl ErrorCode {
     pub const BAD_TUNNEL_NAME: Self = Self(16);
     /// The request's deadline passed before the upstream answered.
     pub const DEADLINE_EXCEEDED: Self = Self(17);
+    /// The caller is authenticated but policy does not allow the request.
+    pub const FORBIDDEN: Self = Self(18);
+    /// The request names something that does not exist (tunnel, grant).
+    pub const NOT_FOUND: Self = Self(19);
+    /// The request itself is invalid (bad policy file, bad grant subject).
+    pub const BAD_REQUEST: Self = Self(20);
 
     /// A short, stable, human-readable name for logs.
     pub fn name(self) -> &'static str {
@@ -68,6 +74,9 @@ impl ErrorCode {
             Self::INTERNAL => "internal",
             Self::BAD_TUNNEL_NAME => "bad_tunnel_name",
             Self::DEADLINE_EXCEEDED => "deadline_exceeded",
+            Self::FORBIDDEN => "forbidden",
+            Self::NOT_FOUND => "not_found",
+            Self::BAD_REQUEST => "bad_request",
             _ => "unknown",
         }
     }

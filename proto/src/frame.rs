@@ -17,8 +17,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::{DeviceUpdate, GoAway, Hello, Reject, RenewCert, Welcome};
+use crate::control::{
+    Catalog, DeviceUpdate, GoAway, Hello, PolicyUpdate, Reject, RenewCert, Welcome,
+};
 use crate::error::ProtocolError;
+use crate::manage::{ManageRequest, ManageResponse};
 use crate::stream_head::{RequestHead, ResponseHead, StreamError};
 
 /// Bytes in a frame header.
@@ -51,6 +54,14 @@ pub enum FrameType {
     RenewCert = 0x07,
     /// Relay → agent: a renewed certificate and/or new assertion keys.
     DeviceUpdate = 0x08,
+    /// Agent → relay: the owner's policy and the upstream's tools.
+    Catalog = 0x09,
+    /// Relay → agent: the tunnel's owner and grants.
+    PolicyUpdate = 0x0a,
+    /// Management client → relay, the only frame of its stream.
+    ManageRequest = 0x0b,
+    /// Relay → management client, the answer.
+    ManageResponse = 0x0c,
     /// Relay → agent, first frame of a request stream.
     RequestHead = 0x10,
     /// Agent → relay, first frame of a response.
@@ -75,6 +86,10 @@ impl FrameType {
             0x06 => Self::GoAway,
             0x07 => Self::RenewCert,
             0x08 => Self::DeviceUpdate,
+            0x09 => Self::Catalog,
+            0x0a => Self::PolicyUpdate,
+            0x0b => Self::ManageRequest,
+            0x0c => Self::ManageResponse,
             0x10 => Self::RequestHead,
             0x11 => Self::ResponseHead,
             0x12 => Self::Data,
@@ -90,6 +105,11 @@ impl FrameType {
             Self::Data => data_limit,
             Self::End => 0,
             Self::Ping | Self::Pong => 8,
+            // Tool lists, policies, grant lists and audit pages can be large;
+            // they travel on authenticated streams only.
+            Self::Catalog | Self::PolicyUpdate | Self::ManageRequest | Self::ManageResponse => {
+                MAX_FRAME_PAYLOAD
+            }
             _ => MAX_HEAD_PAYLOAD,
         }
     }
@@ -105,6 +125,10 @@ impl FrameType {
             Self::GoAway => "GoAway",
             Self::RenewCert => "RenewCert",
             Self::DeviceUpdate => "DeviceUpdate",
+            Self::Catalog => "Catalog",
+            Self::PolicyUpdate => "PolicyUpdate",
+            Self::ManageRequest => "ManageRequest",
+            Self::ManageResponse => "ManageResponse",
             Self::RequestHead => "RequestHead",
             Self::ResponseHead => "ResponseHead",
             Self::Data => "Data",
@@ -133,6 +157,14 @@ pub enum Frame {
     RenewCert(RenewCert),
     /// See [`DeviceUpdate`].
     DeviceUpdate(DeviceUpdate),
+    /// See [`Catalog`].
+    Catalog(Catalog),
+    /// See [`PolicyUpdate`].
+    PolicyUpdate(PolicyUpdate),
+    /// See [`ManageRequest`].
+    ManageRequest(ManageRequest),
+    /// See [`ManageResponse`].
+    ManageResponse(ManageResponse),
     /// See [`RequestHead`].
     RequestHead(RequestHead),
     /// See [`ResponseHead`].
@@ -157,6 +189,10 @@ impl Frame {
             Self::GoAway(_) => FrameType::GoAway,
             Self::RenewCert(_) => FrameType::RenewCert,
             Self::DeviceUpdate(_) => FrameType::DeviceUpdate,
+            Self::Catalog(_) => FrameType::Catalog,
+            Self::PolicyUpdate(_) => FrameType::PolicyUpdate,
+            Self::ManageRequest(_) => FrameType::ManageRequest,
+            Self::ManageResponse(_) => FrameType::ManageResponse,
             Self::RequestHead(_) => FrameType::RequestHead,
             Self::ResponseHead(_) => FrameType::ResponseHead,
             Self::Data(_) => FrameType::Data,
@@ -179,6 +215,10 @@ pub fn encode_frame(frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError
         Frame::GoAway(m) => encode_json(FrameType::GoAway, m, out),
         Frame::RenewCert(m) => encode_json(FrameType::RenewCert, m, out),
         Frame::DeviceUpdate(m) => encode_json(FrameType::DeviceUpdate, m, out),
+        Frame::Catalog(m) => encode_json(FrameType::Catalog, m, out),
+        Frame::PolicyUpdate(m) => encode_json(FrameType::PolicyUpdate, m, out),
+        Frame::ManageRequest(m) => encode_json(FrameType::ManageRequest, m, out),
+        Frame::ManageResponse(m) => encode_json(FrameType::ManageResponse, m, out),
         Frame::RequestHead(m) => encode_json(FrameType::RequestHead, m, out),
         Frame::ResponseHead(m) => encode_json(FrameType::ResponseHead, m, out),
         Frame::StreamError(m) => encode_json(FrameType::StreamError, m, out),
@@ -244,19 +284,20 @@ fn encode_json<T: Serialize>(
     out.put_u32(0);
     // Writing JSON into a BytesMut cannot fail: the types are plain data.
     let mut w = out.writer();
+    let max = ty.max_payload(MAX_FRAME_PAYLOAD);
     serde_json::to_writer(&mut w, msg).map_err(|_| EncodeError::TooLarge {
         frame: ty.name(),
         len: 0,
-        max: MAX_HEAD_PAYLOAD,
+        max,
     })?;
     let out = w.into_inner();
     let len = out.len() - start - HEADER_LEN;
-    if len > MAX_HEAD_PAYLOAD {
+    if len > max {
         out.truncate(start);
         return Err(EncodeError::TooLarge {
             frame: ty.name(),
             len,
-            max: MAX_HEAD_PAYLOAD,
+            max,
         });
     }
     out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
@@ -330,6 +371,10 @@ fn parse_payload(ty: FrameType, payload: Bytes) -> Result<Frame, ProtocolError> 
         FrameType::GoAway => Frame::GoAway(json(ty, &payload)?),
         FrameType::RenewCert => Frame::RenewCert(json(ty, &payload)?),
         FrameType::DeviceUpdate => Frame::DeviceUpdate(json(ty, &payload)?),
+        FrameType::Catalog => Frame::Catalog(json(ty, &payload)?),
+        FrameType::PolicyUpdate => Frame::PolicyUpdate(json(ty, &payload)?),
+        FrameType::ManageRequest => Frame::ManageRequest(json(ty, &payload)?),
+        FrameType::ManageResponse => Frame::ManageResponse(json(ty, &payload)?),
         FrameType::RequestHead => Frame::RequestHead(json(ty, &payload)?),
         FrameType::ResponseHead => Frame::ResponseHead(json(ty, &payload)?),
         FrameType::StreamError => Frame::StreamError(json(ty, &payload)?),
@@ -387,6 +432,31 @@ mod tests {
             Frame::Ping(7),
             Frame::Pong(u64::MAX),
             Frame::RenewCert(crate::RenewCert { csr: "MIIB".into() }),
+            Frame::Catalog(crate::Catalog {
+                policy: Some(crate::PolicyFile {
+                    name: "shop.cedar".into(),
+                    text: "permit(principal, action, resource);".into(),
+                }),
+                tools: Some(vec![crate::ToolDescriptor {
+                    name: "read_query".into(),
+                    annotations: Some(serde_json::json!({"readOnlyHint": true})),
+                }]),
+            }),
+            Frame::PolicyUpdate(crate::PolicyUpdate {
+                owner: Some("alice@example.com".into()),
+                grants: vec![serde_json::json!({"id": "g1"})],
+            }),
+            Frame::ManageRequest(crate::ManageRequest::Share {
+                tunnel: None,
+                subject: "bob@example.com".into(),
+                tools: Some(vec!["read_query".into()]),
+                read_only: true,
+                expires_in_secs: Some(3600),
+            }),
+            Frame::ManageResponse(crate::ManageResponse::Error {
+                code: ErrorCode::FORBIDDEN,
+                message: "no".into(),
+            }),
             Frame::DeviceUpdate(crate::DeviceUpdate {
                 certificate: Some("-----BEGIN CERTIFICATE-----".into()),
                 expires_at: Some(1_800_000_000),

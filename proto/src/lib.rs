@@ -19,15 +19,20 @@
 pub mod control;
 pub mod error;
 pub mod frame;
+pub mod manage;
 pub mod name;
 pub mod secret;
 pub mod sequence;
 pub mod stream_head;
 pub mod version;
 
-pub use control::{Credentials, DeviceUpdate, GoAway, Hello, Limits, Reject, RenewCert, Welcome};
+pub use control::{
+    Catalog, Credentials, DeviceUpdate, GoAway, Hello, Limits, PolicyFile, PolicyUpdate, Reject,
+    RenewCert, ToolDescriptor, Welcome,
+};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{Frame, FrameDecoder, FrameType, MAX_FRAME_PAYLOAD, encode_frame};
+pub use manage::{ManageRequest, ManageResponse};
 pub use name::{InvalidTunnelName, TunnelName};
 pub use secret::Secret;
 pub use sequence::{ControlSide, ControlState, StreamKind, StreamState};

@@ -78,8 +78,9 @@ pub enum ControlSide {
 pub enum ControlState {
     /// Waiting for the opening message (`Hello` at the relay, `Welcome`/`Reject` at the agent).
     Opening(ControlSide),
-    /// Established: heartbeats, `GoAway`, and device-certificate renewal
-    /// (`RenewCert` towards the relay, `DeviceUpdate` towards the agent).
+    /// Established: heartbeats, `GoAway`, device-certificate renewal and
+    /// policy sync (`RenewCert`/`Catalog` towards the relay,
+    /// `DeviceUpdate`/`PolicyUpdate` towards the agent).
     Open(ControlSide),
     /// The agent received `Reject`; nothing more may come.
     Rejected,
@@ -102,8 +103,10 @@ impl ControlState {
             (Self::Open(side), Frame::Ping(_) | Frame::Pong(_) | Frame::GoAway(_)) => {
                 Self::Open(side)
             }
-            (Self::Open(ControlSide::Relay), Frame::RenewCert(_)) => Self::Open(ControlSide::Relay),
-            (Self::Open(ControlSide::Agent), Frame::DeviceUpdate(_)) => {
+            (Self::Open(ControlSide::Relay), Frame::RenewCert(_) | Frame::Catalog(_)) => {
+                Self::Open(ControlSide::Relay)
+            }
+            (Self::Open(ControlSide::Agent), Frame::DeviceUpdate(_) | Frame::PolicyUpdate(_)) => {
                 Self::Open(ControlSide::Agent)
             }
             (state, frame) => {
