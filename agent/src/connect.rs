@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::assertion::{AssertionVerifier, SessionKind};
 use crate::backoff::Backoff;
-use crate::forward::handle_stream;
+use crate::forward::{StreamEnv, handle_stream};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 
@@ -44,6 +45,10 @@ pub struct ConnectConfig {
     pub quiet: bool,
     /// Where the status socket goes (default: [`crate::stats::runtime_dir`]).
     pub runtime_dir: Option<PathBuf>,
+    /// The owner's Cedar policy (`--policy FILE`), already validated.
+    pub policy: Option<mcp_tunnel_policy::PolicySource>,
+    /// Keep the local log of executed requests (`mcp-agent log`).
+    pub local_log: bool,
 }
 
 /// The agent's credential.
@@ -139,8 +144,41 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
             Ok(c)
         }
     };
-    let upstream = config.upstream.clone();
     let stats = Arc::new(Stats::default());
+    // One verifier for the whole run: its replay cache must outlive reconnects.
+    let verifier =
+        AssertionVerifier::new(config.name.as_str()).with_jwks_refresh(http.clone(), &config.relay);
+    if let AgentCredential::Device(d) = &config.credential {
+        match crate::assertion::read_pinned_keys(&d.dir) {
+            Ok(Some(keys)) => verifier.set_pinned_keys(keys),
+            Ok(None) => {}
+            Err(e) => eprintln!("{e}; using the keys the relay sends"),
+        }
+    }
+    let verifier = Arc::new(verifier);
+    let policy = Arc::new(
+        crate::policy::AgentPolicy::new(config.name.as_str(), config.policy.clone())
+            .map_err(|e| ConnectError::Setup(anyhow::anyhow!("{e}")))?,
+    );
+    let log = if config.local_log {
+        match crate::local_log::open(config.name.as_str()) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(e) => {
+                eprintln!("the local request log is off: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let env = StreamEnv {
+        upstream: config.upstream.clone(),
+        stats: stats.clone(),
+        verifier: verifier.clone(),
+        policy,
+        log,
+        quiet: config.quiet,
+    };
     let public_url = Arc::new(Mutex::new(String::new()));
 
     let status_dir = match &config.runtime_dir {
@@ -218,10 +256,10 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
         } else {
             eprintln!("reconnected to the relay");
         }
-        let ended = serve_connection(
-            &conn, send, reader, &welcome, &upstream, &stats, &config, &shutdown,
-        )
-        .await;
+        if let Some(notice) = verifier.on_welcome(session_kind(&config), &welcome) {
+            eprintln!("{notice}");
+        }
+        let ended = serve_connection(&conn, send, reader, &welcome, &env, &config, &shutdown).await;
         stats
             .connected
             .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -400,56 +438,11 @@ fn refusal_from_close(conn: &quinn::Connection) -> Option<ConnectError> {
 
 /// Asks the relay where its QUIC endpoint is.
 async fn discover(config: &ConnectConfig, http: &reqwest::Client) -> anyhow::Result<SocketAddr> {
-    #[derive(serde::Deserialize)]
-    struct WellKnown {
-        quic: QuicInfo,
-    }
-    #[derive(serde::Deserialize)]
-    struct QuicInfo {
-        port: u16,
-        #[serde(default)]
-        host: Option<String>,
-    }
-    let url = config.relay.join("/.well-known/mcp-relay")?;
-    let resp = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("GET {url}: {}", reqwest_chain(&e)))?;
-    if !resp.status().is_success() {
-        anyhow::bail!(
-            "GET {url} answered {}; is {} an mcp-relay?",
-            resp.status(),
-            config.relay
-        );
-    }
-    let info: WellKnown = resp
-        .json()
-        .await
-        .with_context(|| format!("parsing {url}"))?;
-    let host = info
-        .quic
-        .host
-        .or_else(|| {
-            config
-                .relay
-                .host_str()
-                .map(|h| h.trim_matches(['[', ']']).to_owned())
-        })
-        .context("the relay URL has no host")?;
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), info.quic.port))
-        .await
-        .with_context(|| format!("resolving {host}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .with_context(|| format!("{host} resolved to no address"))
+    crate::manage::discover_quic(&config.relay, http).await
 }
 
-fn reqwest_chain(e: &reqwest::Error) -> String {
+/// A reqwest error with its sources (TLS and connect details).
+pub(crate) fn reqwest_chain(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
@@ -472,12 +465,37 @@ async fn serve_connection(
     mut send: quinn::SendStream,
     mut reader: FrameReader,
     welcome: &Welcome,
-    upstream: &Arc<dyn Upstream>,
-    stats: &Arc<Stats>,
+    env: &StreamEnv,
     config: &ConnectConfig,
     shutdown: &CancellationToken,
 ) -> Ended {
+    let verifier = &env.verifier;
     let tasks = TaskTracker::new();
+    // What this agent serves, for the relay's policy: the owner's policy now,
+    // the upstream's tools (with annotations) once listed.
+    let catalog = |tools: Option<Vec<mcp_tunnel_proto::ToolDescriptor>>| {
+        Frame::Catalog(mcp_tunnel_proto::Catalog {
+            policy: env
+                .policy
+                .own_policy()
+                .map(|p| mcp_tunnel_proto::PolicyFile {
+                    name: p.name.clone(),
+                    text: p.text.clone(),
+                }),
+            tools,
+        })
+    };
+    if write_frame(&mut send, &catalog(None)).await.is_err() {
+        return Ended::Lost("sending the catalog failed".into());
+    }
+    let (tools_tx, mut tools_rx) = tokio::sync::oneshot::channel();
+    {
+        let upstream = env.upstream.clone();
+        tasks.spawn(async move {
+            let _ = tools_tx.send(crate::catalog::fetch_tools(upstream.as_ref()).await);
+        });
+    }
+    let mut tools_pending = true;
     let interval = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(200, 60_000));
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -505,9 +523,22 @@ async fn serve_connection(
                     }
                 }
             }
+            t = &mut tools_rx, if tools_pending => {
+                tools_pending = false;
+                match t {
+                    Ok(Ok(tools)) => {
+                        env.policy.apply_tools(&tools);
+                        let _ = write_frame(&mut send, &catalog(Some(tools))).await;
+                    }
+                    Ok(Err(e)) => eprintln!(
+                        "could not list the upstream's tools ({e:#}); the relay treats every tool as destructive"
+                    ),
+                    Err(_) => {}
+                }
+            }
             s = conn.accept_bi() => match s {
                 Ok((s, r)) => {
-                    tasks.spawn(handle_stream(s, r, upstream.clone(), stats.clone(), welcome.limits.clone(), config.quiet));
+                    tasks.spawn(handle_stream(s, r, env.clone(), welcome.limits.clone()));
                 }
                 Err(e) => break lost_or_fatal(e),
             },
@@ -524,10 +555,16 @@ async fn serve_connection(
                             if u.certificate.is_some() || u.error.is_some() {
                                 renewing = false;
                             }
+                            if let Some(keys) = &u.assertion_keys
+                                && let Err(e) = verifier.on_update_keys(session_kind(config), keys)
+                            {
+                                eprintln!("{e}; keeping the previous keys");
+                            }
                             if let Some(d) = &device {
                                 apply_update(d, u);
                             }
                         }
+                        Frame::PolicyUpdate(u) => env.policy.apply_update(u),
                         Frame::GoAway(g) => {
                             // The relay is going away; finish what is in flight, then reconnect.
                             eprintln!("relay is going away: {}", g.message);
@@ -567,6 +604,14 @@ async fn serve_connection(
                 break Ended::Shutdown;
             }
         }
+    }
+}
+
+/// Which assertion rule applies to this agent's sessions.
+fn session_kind(config: &ConnectConfig) -> SessionKind {
+    match config.credential {
+        AgentCredential::Device(_) => SessionKind::Device,
+        AgentCredential::Token(_) => SessionKind::AgentToken,
     }
 }
 

@@ -1,5 +1,10 @@
-//! One request stream: read the relay's request, call the local upstream MCP
-//! server, stream its response back frame by frame.
+//! One request stream: read the relay's request head, check the caller's
+//! identity assertion, read the body, call the local upstream MCP server,
+//! stream its response back frame by frame.
+//!
+//! A stream whose assertion is missing or invalid (see [`crate::assertion`])
+//! is answered with a `StreamError` (`unauthorized`) right after its head:
+//! its body is not read and the upstream receives nothing.
 //!
 //! The relay stopping the stream (its client went away) cancels the upstream
 //! call: the in-flight hyper request or response body is dropped, which
@@ -14,14 +19,16 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use mcp_tunnel_proto::{
-    ErrorCode, Frame, Limits, ResponseHead, StreamError, StreamKind, StreamState, encode_frame,
+    ErrorCode, Frame, Limits, RequestHead, ResponseHead, StreamError, StreamKind, StreamState,
+    encode_frame,
 };
 use mcp_tunnel_transport::{FrameReader, LinkError, write_data, write_frame};
 
+use crate::assertion::{AssertionVerifier, VerifiedCaller};
 use crate::stats::Stats;
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, error_chain};
 
-/// Longest time the relay may take to send a whole request.
+/// Longest time the relay may take to send a whole request (head and body).
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Chunks at least this large are written without copying; smaller ones are
@@ -47,26 +54,66 @@ const HOP_BY_HOP: &[&str] = &[
 struct Outcome {
     method: String,
     path: String,
+    /// Who sent it, as the relay's assertion says (email, else subject).
+    caller: Option<String>,
     rpc: Option<String>,
     status: Option<u16>,
     note: &'static str,
+    /// For the local log (requests with a verified caller).
+    record: Option<mcp_tunnel_audit::AuditRecord>,
+}
+
+/// What every request stream of a connection shares.
+#[derive(Debug, Clone)]
+pub struct StreamEnv {
+    /// Where requests go.
+    pub upstream: Arc<dyn Upstream>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Checks the relay's identity assertions.
+    pub verifier: Arc<AssertionVerifier>,
+    /// The owner's policy, checked again here.
+    pub policy: Arc<crate::policy::AgentPolicy>,
+    /// The local log of what was executed (`mcp-agent log`).
+    pub log: Option<Arc<mcp_tunnel_audit::AuditLog>>,
+    /// Don't print a line per request.
+    pub quiet: bool,
 }
 
 /// Handles one request stream opened by the relay.
 pub async fn handle_stream(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
-    upstream: Arc<dyn Upstream>,
-    stats: Arc<Stats>,
+    env: StreamEnv,
     limits: Limits,
-    quiet: bool,
 ) {
+    let StreamEnv {
+        upstream,
+        stats,
+        verifier,
+        policy,
+        log,
+        quiet,
+    } = env;
     Stats::bump(&stats.streams_received);
     stats
         .in_flight
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let outcome = serve(&mut send, recv, upstream.as_ref(), &stats, &limits).await;
+    let ts_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let outcome = serve(
+        &mut send,
+        recv,
+        upstream.as_ref(),
+        &stats,
+        &verifier,
+        &policy,
+        &limits,
+    )
+    .await;
     // Keep the task (and so the connection, during a drain) alive until the
     // relay has acknowledged the response: closing the connection drops
     // unacknowledged stream data.
@@ -74,6 +121,14 @@ pub async fn handle_stream(
     stats
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let (Some(log), Some(rec)) = (&log, &outcome.record) {
+        log.append(mcp_tunnel_audit::AuditRecord {
+            ts_ms,
+            status: outcome.status,
+            latency_us: started.elapsed().as_micros() as u64,
+            ..rec.clone()
+        });
+    }
     if !quiet {
         let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let clock = t.get(11..19).unwrap_or("");
@@ -82,9 +137,10 @@ pub async fn handle_stream(
             .map(|s| s.to_string())
             .unwrap_or_else(|| "---".into());
         println!(
-            "{clock}  {:<6} {:<12} {:<16} {status}  {:>7.1} ms{}",
+            "{clock}  {:<6} {:<12} {:<20} {:<16} {status}  {:>7.1} ms{}",
             outcome.method,
             outcome.path,
+            outcome.caller.as_deref().unwrap_or("-"),
             outcome.rpc.as_deref().unwrap_or("-"),
             started.elapsed().as_secs_f64() * 1000.0,
             if outcome.note.is_empty() {
@@ -101,41 +157,90 @@ async fn serve(
     recv: quinn::RecvStream,
     upstream: &dyn Upstream,
     stats: &Stats,
+    verifier: &AssertionVerifier,
+    policy: &crate::policy::AgentPolicy,
     limits: &Limits,
 ) -> Outcome {
     let mut out = Outcome {
         method: "?".into(),
         path: "?".into(),
+        caller: None,
         rpc: None,
         status: None,
         note: "",
+        record: None,
     };
     let mut reader = FrameReader::new(recv, limits.max_frame_payload as usize);
-    let request =
-        match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut reader, limits)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                Stats::bump(&stats.streams_rejected);
-                let code = e.code();
-                tracing::warn!(code = %code, "rejected a request stream: {e}");
-                reader.stop(code);
-                let _ = send.reset(code.0.into());
-                out.note = "rejected: bad request stream";
-                return out;
-            }
-            Err(_) => {
-                Stats::bump(&stats.streams_rejected);
-                reader.stop(ErrorCode::DEADLINE_EXCEEDED);
-                let _ = send.reset(ErrorCode::DEADLINE_EXCEEDED.0.into());
-                out.note = "rejected: request too slow";
-                return out;
-            }
-        };
-    let (head, body) = request;
+    let mut state = StreamState::new(StreamKind::Request);
+    let read_by = tokio::time::Instant::now() + REQUEST_READ_TIMEOUT;
+    let head = match read_within(read_by, read_head(&mut reader, &mut state)).await {
+        Ok(h) => h,
+        Err(failure) => {
+            out.note = reject_stream(&mut reader, send, stats, failure);
+            return out;
+        }
+    };
     out.method = head.method.clone();
     out.path = head.path.clone();
+
+    // Identity before anything else: a stream the relay did not vouch for is
+    // not read further, and nothing of it reaches the upstream.
+    let caller: Option<VerifiedCaller> = match verifier.admit(head.assertion.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            Stats::bump(&stats.streams_refused);
+            tracing::warn!(
+                request_id = head.request_id,
+                tunnel = verifier.tunnel(),
+                "refused a request stream: {e}"
+            );
+            fail_stream(
+                send,
+                ErrorCode::UNAUTHORIZED,
+                format!("the agent refused the request: {e}"),
+            )
+            .await;
+            reader.stop(ErrorCode::UNAUTHORIZED);
+            out.note = e.live_note();
+            return out;
+        }
+    };
+    out.caller = caller.as_ref().map(VerifiedCaller::display_name);
+
+    let body = match read_within(read_by, read_body(&mut reader, &mut state, limits)).await {
+        Ok(b) => b,
+        Err(failure) => {
+            out.note = reject_stream(&mut reader, send, stats, failure);
+            return out;
+        }
+    };
     out.rpc = rpc_method(&body);
 
+    // The owner's policy, decided again here (defense in depth) on the
+    // verified caller; `None` only when the relay does not authenticate
+    // callers (dev mode), where there is nobody to decide on.
+    if let Some(c) = &caller {
+        let version = head
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version"))
+            .map(|(_, v)| v.as_str());
+        let now = crate::identity::unix_now();
+        let checked = policy.check(c, &head.method, version, &body, now);
+        out.record = Some(local_record(c, verifier.tunnel(), &head, &checked));
+        if let Err(refusal) = checked {
+            Stats::bump(&stats.requests_denied);
+            tracing::warn!(
+                request_id = head.request_id,
+                caller = %c.display_name(),
+                "refused by the owner's policy: {}",
+                refusal.reason
+            );
+            out.status = Some(refuse(send, &refusal).await);
+            out.note = "denied by the owner's policy";
+            return out;
+        }
+    }
     let req = match build_request(&head, body) {
         Ok(r) => r,
         Err(msg) => {
@@ -272,12 +377,74 @@ async fn serve(
     out
 }
 
-async fn read_request(
+/// Why the relay's request could not be read.
+enum ReadFailure {
+    /// Bad frames, a limit exceeded, or the relay reset the stream.
+    Bad(LinkError),
+    /// Not all there within [`REQUEST_READ_TIMEOUT`].
+    TooSlow,
+}
+
+/// Runs one read of the request, due by `by`.
+async fn read_within<T>(
+    by: tokio::time::Instant,
+    read: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, ReadFailure> {
+    match tokio::time::timeout_at(by, read).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ReadFailure::Bad(e)),
+        Err(_) => Err(ReadFailure::TooSlow),
+    }
+}
+
+/// Stops and resets a stream the relay sent badly or too slowly; returns
+/// the note for the live line.
+fn reject_stream(
     reader: &mut FrameReader,
+    send: &mut quinn::SendStream,
+    stats: &Stats,
+    failure: ReadFailure,
+) -> &'static str {
+    Stats::bump(&stats.streams_rejected);
+    let (code, note) = match failure {
+        ReadFailure::Bad(e) => {
+            let code = e.code();
+            tracing::warn!(code = %code, "rejected a request stream: {e}");
+            (code, "rejected: bad request stream")
+        }
+        ReadFailure::TooSlow => (ErrorCode::DEADLINE_EXCEEDED, "rejected: request too slow"),
+    };
+    reader.stop(code);
+    let _ = send.reset(code.0.into());
+    note
+}
+
+/// Reads the first frame, which must be the request head.
+async fn read_head(
+    reader: &mut FrameReader,
+    state: &mut StreamState,
+) -> Result<RequestHead, LinkError> {
+    let Some(frame) = reader.next().await? else {
+        return Err(LinkError::Protocol(
+            mcp_tunnel_proto::ProtocolError::Truncated("no head"),
+        ));
+    };
+    state.on_frame(&frame)?;
+    match frame {
+        Frame::RequestHead(h) => Ok(h),
+        Frame::StreamError(e) => Err(LinkError::Reset(e.code)),
+        _ => Err(LinkError::Protocol(
+            mcp_tunnel_proto::ProtocolError::Truncated("no head"),
+        )),
+    }
+}
+
+/// Reads the body after the head, up to `End`, within the body limit.
+async fn read_body(
+    reader: &mut FrameReader,
+    state: &mut StreamState,
     limits: &Limits,
-) -> Result<(mcp_tunnel_proto::RequestHead, Bytes), LinkError> {
-    let mut state = StreamState::new(StreamKind::Request);
-    let mut head = None;
+) -> Result<Bytes, LinkError> {
     let mut body = BytesMut::new();
     loop {
         let Some(frame) = reader.next().await? else {
@@ -287,30 +454,20 @@ async fn read_request(
         };
         state.on_frame(&frame)?;
         match frame {
-            Frame::RequestHead(h) => head = Some(h),
             Frame::Data(d) => {
                 if (body.len() + d.len()) as u64 > limits.max_request_body {
                     return Err(LinkError::Reset(ErrorCode::LIMIT_EXCEEDED));
                 }
                 body.extend_from_slice(&d);
             }
-            Frame::End => break,
+            Frame::End => return Ok(body.freeze()),
             Frame::StreamError(e) => return Err(LinkError::Reset(e.code)),
             _ => {}
         }
     }
-    match head {
-        Some(h) => Ok((h, body.freeze())),
-        None => Err(LinkError::Protocol(
-            mcp_tunnel_proto::ProtocolError::Truncated("no head"),
-        )),
-    }
 }
 
-fn build_request(
-    head: &mcp_tunnel_proto::RequestHead,
-    body: Bytes,
-) -> Result<UpstreamRequest, String> {
+fn build_request(head: &RequestHead, body: Bytes) -> Result<UpstreamRequest, String> {
     if !head.path.starts_with('/') {
         return Err(format!(
             "request path {:?} does not start with /",
@@ -338,6 +495,80 @@ fn build_request(
         }
     }
     req.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// The local-log record of a request (status and latency are filled in
+/// when it ends).
+fn local_record(
+    c: &VerifiedCaller,
+    tunnel: &str,
+    head: &mcp_tunnel_proto::RequestHead,
+    checked: &Result<crate::policy::Checked, Box<crate::policy::Refusal>>,
+) -> mcp_tunnel_audit::AuditRecord {
+    let (what, decision, reason) = match checked {
+        Ok(what) => (what.clone(), mcp_tunnel_audit::Decision::Allow, None),
+        Err(r) => (
+            r.what.clone(),
+            mcp_tunnel_audit::Decision::Deny,
+            Some(r.reason.clone()),
+        ),
+    };
+    mcp_tunnel_audit::AuditRecord {
+        ts_ms: 0,
+        request_id: c.rid.clone(),
+        principal: Some(c.display_name()),
+        client_id: Some(c.client_id.clone()),
+        source: None,
+        tunnel: tunnel.to_owned(),
+        method: what.method,
+        tool: what.target,
+        args_digest: what.args.as_ref().map(mcp_tunnel_audit::args_digest),
+        args: None,
+        decision,
+        policies: what.policies,
+        reason,
+        status: None,
+        rpc_error: None,
+        latency_us: 0,
+        bytes_in: head.headers.len() as u64,
+        bytes_out: 0,
+    }
+}
+
+/// Answers a request the owner's policy refused, without the upstream: a
+/// refused `tools/call` is a JSON-RPC error (the model reads it), anything
+/// else is 403. Returns the status sent.
+async fn refuse(send: &mut quinn::SendStream, r: &crate::policy::Refusal) -> u16 {
+    let message = format!("forbidden by the tunnel owner's policy: {}", r.reason);
+    let (status, body) = match &r.id {
+        Some(id) => (
+            if r.tool_call { 200 } else { 403 },
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": crate::policy::RPC_FORBIDDEN, "message": message,
+                "data": {"reason": r.reason, "checked_by": "agent"}}}),
+        ),
+        None => (
+            403,
+            serde_json::json!({"error": "forbidden", "message": message}),
+        ),
+    };
+    let frames = [
+        Frame::ResponseHead(ResponseHead {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+        }),
+        Frame::Data(Bytes::from(body.to_string())),
+        Frame::End,
+    ];
+    let mut buf = BytesMut::new();
+    for f in &frames {
+        if encode_frame(f, &mut buf).is_err() {
+            return status;
+        }
+    }
+    let _ = send.write_chunk(buf.freeze()).await;
+    let _ = send.finish();
+    status
 }
 
 /// Writes the coalesced frames, if any.

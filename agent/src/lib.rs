@@ -11,12 +11,17 @@
 //! Secrets the upstream needs live in the [`credstore`] (OS keyring or a
 //! 0600 file) and reach only the upstream (see [`secrets`]).
 
+pub mod assertion;
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod credstore;
 pub mod forward;
 pub mod identity;
+pub mod local_log;
+pub mod manage;
+pub mod policy;
 pub mod secrets;
 pub mod stats;
 pub mod tls;

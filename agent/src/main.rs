@@ -328,6 +328,33 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Give someone access to your tunnel: a scoped, expiring, revocable grant.
+    ///
+    /// WHO is an email (an account is made if they have none, and a one-time
+    /// set-password link printed), @domain (everyone with an email there) or
+    /// group:NAME (everyone in that group at the relay).
+    ///
+    /// Exit codes: 0 ok, 1 not logged in / relay unreachable, 3 device refused,
+    /// 4 refused (not your tunnel, bad input).
+    #[command(
+        after_help = "Examples:\n  mcp-agent share bob@example.com --tools read_query,list_tables --expires 7d\n  mcp-agent share @example.com --read-only\n  mcp-agent share group:analysts --tunnel shop --expires 12h"
+    )]
+    Share(ShareArgs),
+    /// List or revoke the grants on your tunnels.
+    Shares {
+        #[command(subcommand)]
+        command: SharesCommand,
+    },
+    /// Show this machine's own log of the requests it executed or refused.
+    #[command(
+        after_help = "Examples:\n  mcp-agent log\n  mcp-agent log --tunnel shop -n 100 --follow\n  mcp-agent log --verify"
+    )]
+    Log(LogArgs),
+    /// Show the relay's audit records for your tunnels (who called what, allowed or denied).
+    #[command(
+        after_help = "Examples:\n  mcp-agent audit\n  mcp-agent audit --tunnel shop -n 100 --follow"
+    )]
+    Audit(AuditArgs),
     /// Show the agents running on this machine.
     Status {
         /// Print JSON (one array of agents).
@@ -339,6 +366,70 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ShareArgs {
+    /// bob@example.com, @example.com or group:NAME.
+    who: String,
+    /// The tunnel [default: your only one].
+    #[arg(long)]
+    tunnel: Option<String>,
+    /// Only these tools (comma-separated) [default: every tool, plus resources and prompts].
+    #[arg(long, value_delimiter = ',')]
+    tools: Option<Vec<String>>,
+    /// Only tools annotated read-only (unannotated tools count as destructive).
+    #[arg(long)]
+    read_only: bool,
+    /// Lifetime, e.g. 7d, 12h [default: until revoked].
+    #[arg(long)]
+    expires: Option<humantime::Duration>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SharesCommand {
+    /// The grants on your tunnels (live, expired and revoked).
+    List {
+        /// Only this tunnel.
+        #[arg(long)]
+        tunnel: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant (takes effect within a second, already-issued tokens included).
+    Revoke {
+        /// The grant id (at least 6 characters of it).
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// Check the log's chain and checkpoints instead (exit 1 if tampered with).
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    tail: mcp_tunnel_audit::cli::TailArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Only this tunnel [default: all of yours].
+    #[arg(long)]
+    tunnel: Option<String>,
+    /// How many of the newest records to show.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    lines: u32,
+    /// Keep printing new records as they come.
+    #[arg(long)]
+    follow: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +497,13 @@ struct ConnectArgs {
     /// Don't print a line per request.
     #[arg(long, short)]
     quiet: bool,
+    /// The owner's Cedar policy for this tunnel (synced to the relay, and
+    /// checked here again on every request). Validated at start.
+    #[arg(long, value_name = "FILE", env = "MCP_AGENT_POLICY")]
+    policy: Option<PathBuf>,
+    /// Don't keep the local log of executed requests (`mcp-agent log`).
+    #[arg(long)]
+    no_local_log: bool,
     /// Environment variable for the --stdio child: NAME=VALUE, or
     /// NAME=secret:KEY for a secret stored with `mcp-agent secrets set KEY`
     /// (repeatable).
@@ -469,6 +567,10 @@ fn main() -> ExitCode {
         }
         Command::Secrets { command } => secrets(command),
         Command::Status { json } => rt.block_on(status(json)),
+        Command::Share(args) => rt.block_on(share(args)),
+        Command::Shares { command } => rt.block_on(shares(command)),
+        Command::Audit(args) => rt.block_on(audit(args)),
+        Command::Log(args) => local_log(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -580,6 +682,22 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
         .ca
         .or_else(|| file.ca.clone())
         .or_else(|| logged_in.as_ref().and_then(|p| p.ca.clone()));
+    let policy = match &args.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the policy file {}", p.display()))?;
+            let source = mcp_tunnel_policy::PolicySource::new(p.display().to_string(), text);
+            let n = mcp_tunnel_policy::validate(&source).map_err(|e| {
+                anyhow::anyhow!("the policy file is invalid (fix it, then connect again):\n{e}")
+            })?;
+            eprintln!(
+                "policy: {} ({n} policies, checked here and at the relay)",
+                p.display()
+            );
+            Some(source)
+        }
+        None => None,
+    };
     Ok(ConnectConfig {
         relay,
         name,
@@ -588,7 +706,285 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
         credential,
         quiet: args.quiet || file.quiet.unwrap_or(false),
         runtime_dir: None,
+        policy,
+        local_log: !args.no_local_log,
     })
+}
+
+/// Runs one management request; prints errors and maps exit codes.
+async fn manage(req: mcp_tunnel_proto::ManageRequest) -> Result<serde_json::Value, ExitCode> {
+    let setup = || -> anyhow::Result<(CredentialStore, PathBuf)> {
+        let dir = mcp_agent::config::config_dir().context("no config directory on this system")?;
+        Ok((CredentialStore::open()?, dir))
+    };
+    let (store, dir) = setup().map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(1)
+    })?;
+    mcp_agent::manage::request(&store, &dir, req)
+        .await
+        .map_err(|e| {
+            match &e {
+                mcp_agent::manage::ManageError::Setup(e) => eprintln!("error: {e:#}"),
+                mcp_agent::manage::ManageError::Refused { message, .. } => {
+                    eprintln!("error: the relay refused: {message}")
+                }
+            }
+            ExitCode::from(e.exit_code())
+        })
+}
+
+fn tunnel_arg(t: Option<String>) -> Result<Option<mcp_tunnel_proto::TunnelName>, ExitCode> {
+    t.map(|t| {
+        mcp_tunnel_proto::TunnelName::parse(&t).map_err(|e| {
+            eprintln!("error: --tunnel {t}: {e}");
+            ExitCode::from(2)
+        })
+    })
+    .transpose()
+}
+
+/// `mcp-agent share`.
+async fn share(args: ShareArgs) -> ExitCode {
+    let tunnel = match tunnel_arg(args.tunnel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    let req = mcp_tunnel_proto::ManageRequest::Share {
+        tunnel,
+        subject: args.who.clone(),
+        tools: args.tools,
+        read_only: args.read_only,
+        expires_in_secs: args
+            .expires
+            .map(|d| std::time::Duration::from(d).as_secs().max(1)),
+    };
+    let v = match manage(req).await {
+        Ok(v) => v,
+        Err(c) => return c,
+    };
+    if args.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    let g = &v["grant"];
+    let url = v["mcp_url"].as_str().unwrap_or("");
+    let tools = match g["tools"].as_array() {
+        Some(t) => t
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "every tool".into(),
+    };
+    let expires = g["expires_at"]
+        .as_i64()
+        .map(rfc3339)
+        .unwrap_or_else(|| "never (until revoked)".into());
+    println!(
+        "shared tunnel {} with {} (grant {})
+  tools: {tools}{}
+  expires: {expires}
+
+MCP URL for them: {url}",
+        g["tunnel"].as_str().unwrap_or(""),
+        g["subject"].as_str().unwrap_or(""),
+        g["id"].as_str().unwrap_or(""),
+        if g["read_only"].as_bool() == Some(true) {
+            " (read-only tools only)"
+        } else {
+            ""
+        },
+    );
+    if let Some(link) = v["setup_link"].as_str() {
+        println!(
+            "
+{} had no account; one was made. Send them this one-time link to set a password:
+  {link}",
+            args.who
+        );
+    }
+    println!(
+        "
+{}",
+        mcp_agent::manage::how_to_add(url)
+    );
+    println!(
+        "
+Revoke with: mcp-agent shares revoke {}",
+        g["id"].as_str().unwrap_or("")
+    );
+    ExitCode::SUCCESS
+}
+
+/// `mcp-agent shares …`.
+async fn shares(command: SharesCommand) -> ExitCode {
+    match command {
+        SharesCommand::List { tunnel, json } => {
+            let tunnel = match tunnel_arg(tunnel) {
+                Ok(t) => t,
+                Err(c) => return c,
+            };
+            let v = match manage(mcp_tunnel_proto::ManageRequest::ListShares { tunnel }).await {
+                Ok(v) => v,
+                Err(c) => return c,
+            };
+            if json {
+                println!("{}", v["grants"]);
+                return ExitCode::SUCCESS;
+            }
+            let grants = v["grants"].as_array().cloned().unwrap_or_default();
+            if grants.is_empty() {
+                eprintln!("no grants; make one with `mcp-agent share EMAIL`");
+            }
+            for g in grants {
+                let tools = g["tools"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_else(|| "*".into());
+                println!(
+                    "{}\t{}\t{}\t{}\ttools={tools}{}\texpires={}",
+                    g["id"].as_str().unwrap_or(""),
+                    g["status"].as_str().unwrap_or(""),
+                    g["tunnel"].as_str().unwrap_or(""),
+                    g["subject"].as_str().unwrap_or(""),
+                    if g["read_only"].as_bool() == Some(true) {
+                        " read-only"
+                    } else {
+                        ""
+                    },
+                    g["expires_at"]
+                        .as_i64()
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        SharesCommand::Revoke { id } => {
+            match manage(mcp_tunnel_proto::ManageRequest::RevokeShare { id }).await {
+                Ok(v) => {
+                    let g = &v["grant"];
+                    eprintln!(
+                        "revoked grant {} ({} on {}); their next request is refused",
+                        g["id"].as_str().unwrap_or(""),
+                        g["subject"].as_str().unwrap_or(""),
+                        g["tunnel"].as_str().unwrap_or("")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(c) => c,
+            }
+        }
+    }
+}
+
+/// `mcp-agent log`.
+fn local_log(args: LogArgs) -> ExitCode {
+    let run = || -> anyhow::Result<ExitCode> {
+        let tunnel = match args.tail.tunnel.clone() {
+            Some(t) => t,
+            None => {
+                let all = mcp_agent::local_log::tunnels()?;
+                match all.as_slice() {
+                    [one] => one.clone(),
+                    [] => anyhow::bail!(
+                        "no local log yet in {} (it starts with `mcp-agent connect`)",
+                        mcp_agent::local_log::log_dir()?.display()
+                    ),
+                    _ => anyhow::bail!(
+                        "logs for several tunnels ({}); pass --tunnel NAME",
+                        all.join(", ")
+                    ),
+                }
+            }
+        };
+        let paths = mcp_agent::local_log::paths(&tunnel)?;
+        if args.verify {
+            let code = mcp_tunnel_audit::cli::run_verify(
+                &paths,
+                &mcp_tunnel_audit::cli::VerifyArgs {
+                    json: args.tail.json,
+                },
+            )?;
+            return Ok(ExitCode::from(code));
+        }
+        mcp_tunnel_audit::cli::run_tail(&paths, &args.tail, None)?;
+        Ok(ExitCode::SUCCESS)
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `mcp-agent audit`.
+async fn audit(args: AuditArgs) -> ExitCode {
+    let tunnel = match tunnel_arg(args.tunnel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    let mut after: Option<u64> = None;
+    let mut first = true;
+    loop {
+        let req = mcp_tunnel_proto::ManageRequest::Audit {
+            tunnel: tunnel.clone(),
+            limit: if first { args.lines } else { 1000 },
+            after_seq: after,
+        };
+        let v = match manage(req).await {
+            Ok(v) => v,
+            Err(c) => return c,
+        };
+        for r in v["records"].as_array().cloned().unwrap_or_default() {
+            after = r["seq"].as_u64().or(after);
+            if args.json {
+                println!("{r}");
+            } else {
+                println!("{}", audit_line(&r));
+            }
+        }
+        first = false;
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// One human line of an audit record.
+fn audit_line(r: &serde_json::Value) -> String {
+    let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+    let when = r["ts_ms"]
+        .as_i64()
+        .map(|ms| rfc3339(ms / 1000))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{when}  {:<5}  {}  {}  {} {}  {}  {:.1} ms",
+        s("decision"),
+        s("principal"),
+        s("tunnel"),
+        s("method"),
+        r["tool"].as_str().unwrap_or(""),
+        r["status"]
+            .as_u64()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r["latency_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        line.push_str("  ");
+        line.push_str(reason);
+    }
+    line
 }
 
 /// `mcp-agent login`.

@@ -21,6 +21,11 @@ pub struct Stats {
     pub streams_received: AtomicU64,
     /// Streams refused before reaching the upstream (bad frames, limits).
     pub streams_rejected: AtomicU64,
+    /// Streams refused because their identity assertion was missing or
+    /// invalid (see [`crate::assertion`]); none of them reached the upstream.
+    pub streams_refused: AtomicU64,
+    /// Requests the owner's policy refused here (the upstream saw nothing).
+    pub requests_denied: AtomicU64,
     /// Requests the upstream answered.
     pub requests_completed: AtomicU64,
     /// Requests that failed at the upstream (unreachable, error mid-body).
@@ -50,6 +55,12 @@ pub struct Snapshot {
     pub streams_received: u64,
     /// See [`Stats`].
     pub streams_rejected: u64,
+    /// See [`Stats`]. Absent from agents older than assertion checks.
+    #[serde(default)]
+    pub streams_refused: u64,
+    /// See [`Stats`].
+    #[serde(default)]
+    pub requests_denied: u64,
     /// See [`Stats`].
     pub requests_completed: u64,
     /// See [`Stats`].
@@ -80,6 +91,8 @@ impl Stats {
             connected: g(&self.connected) == 1,
             streams_received: g(&self.streams_received),
             streams_rejected: g(&self.streams_rejected),
+            streams_refused: g(&self.streams_refused),
+            requests_denied: g(&self.requests_denied),
             requests_completed: g(&self.requests_completed),
             upstream_errors: g(&self.upstream_errors),
             requests_cancelled: g(&self.requests_cancelled),

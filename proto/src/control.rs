@@ -162,4 +162,7 @@ pub struct PolicyUpdate {
     /// The live grants on this tunnel (`mcp-agent share`), each a JSON
     /// object in the policy crate's `Grant` form.
     pub grants: Vec<serde_json::Value>,
+    /// Every signed-in caller may use the tunnel: only for tunnels served
+    /// with an agent token on a `--dev` relay (no person owns them).
+    pub open: bool,
 }

@@ -445,6 +445,7 @@ mod tests {
             Frame::PolicyUpdate(crate::PolicyUpdate {
                 owner: Some("alice@example.com".into()),
                 grants: vec![serde_json::json!({"id": "g1"})],
+                open: false,
             }),
             Frame::ManageRequest(crate::ManageRequest::Share {
                 tunnel: None,

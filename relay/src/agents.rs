@@ -89,6 +89,11 @@ async fn handle_connection(
     let first = tokio::time::timeout(limits.hello_timeout, reader.next())
         .await
         .map_err(|_| ConnError::HelloTimeout(limits.hello_timeout));
+    // A management request (`mcp-agent share`, …) instead of an agent.
+    if let Ok(Ok(Some(Frame::ManageRequest(r)))) = &first {
+        crate::manage::handle(&app, &conn, send, r.clone()).await;
+        return Ok(());
+    }
     let hello = match first {
         Ok(Ok(Some(frame))) => match state.on_frame(&frame) {
             Ok(()) => match frame {
@@ -138,6 +143,13 @@ async fn handle_connection(
             return Err(ConnError::Rejected(message));
         }
     };
+    // The tunnel's owner may be new (first claim): policy learns it before
+    // the first request can arrive.
+    if app.policy.engine().tunnel(tunnel.as_str()).is_none() {
+        let app2 = app.clone();
+        let name = tunnel.as_str().to_owned();
+        let _ = tokio::task::spawn_blocking(move || app2.refresh_tunnel_policy(&name)).await;
+    }
     let welcome = Welcome {
         protocol_version: negotiate(&hello.protocol_versions, SUPPORTED_VERSIONS)
             .unwrap_or(PROTOCOL_VERSION),
@@ -152,6 +164,10 @@ async fn handle_connection(
         assertion_keys: app.auth.required().then(|| app.auth.jwks()),
     };
     write_frame(&mut send, &Frame::Welcome(welcome)).await?;
+    // The owner and grants, for the agent's own policy check.
+    if let Some(update) = policy_update(&app, &tunnel).await {
+        write_frame(&mut send, &Frame::PolicyUpdate(update)).await?;
+    }
     if device.is_some() {
         // Pin-able assertion keys for the agent (refreshed on every connection).
         let update = DeviceUpdate {
@@ -167,6 +183,7 @@ async fn handle_connection(
 
     let result = control_loop(
         &app,
+        &tunnel,
         &handle,
         device.as_ref(),
         &mut send,
@@ -205,7 +222,7 @@ pub fn user_owner(user: crate::store::UserId) -> String {
 
 /// Checks the device certificate from the handshake against the store:
 /// enrolled, same key, not revoked, not expired, its user enabled.
-async fn check_device(
+pub(crate) async fn check_device(
     app: &Arc<App>,
     conn: &quinn::Connection,
 ) -> Result<AdmittedDevice, (ErrorCode, String)> {
@@ -333,8 +350,10 @@ fn admit(
     Ok((handle, hello.tunnel.clone()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn control_loop(
-    app: &App,
+    app: &Arc<App>,
+    tunnel: &mcp_tunnel_proto::TunnelName,
     handle: &AgentHandle,
     device: Option<&AdmittedDevice>,
     send: &mut quinn::SendStream,
@@ -364,6 +383,12 @@ async fn control_loop(
                 return Err(ConnError::Rejected("expired certificate not renewed".into()));
             }
             f = tokio::time::timeout(deadline, reader.next()) => f,
+            _ = handle.policy_changed.notified() => {
+                if let Some(update) = policy_update(app, tunnel).await {
+                    write_frame(send, &Frame::PolicyUpdate(update)).await?;
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => {
                 let _ = write_frame(send, &Frame::GoAway(GoAway {
                     code: ErrorCode::SHUTTING_DOWN,
@@ -393,7 +418,7 @@ async fn control_loop(
                 write_frame(send, &Frame::Pong(n)).await?;
                 // A key rotation reaches connected devices within a heartbeat.
                 let now = app.auth.keys_generation();
-                if device.is_some() && now != keys_sent {
+                if now != keys_sent && app.auth.required() {
                     keys_sent = now;
                     let update = DeviceUpdate {
                         assertion_keys: Some(app.auth.jwks()),
@@ -408,6 +433,21 @@ async fn control_loop(
                     renew_by = None;
                 }
                 write_frame(send, &Frame::DeviceUpdate(update)).await?;
+            }
+            Frame::Catalog(c) => {
+                if let Err(message) = apply_catalog(app, tunnel, c).await {
+                    tracing::warn!(tunnel = %tunnel, "agent sent an unusable catalog: {message}");
+                    let _ = write_frame(
+                        send,
+                        &Frame::GoAway(GoAway {
+                            code: ErrorCode::BAD_REQUEST,
+                            message: message.clone(),
+                        }),
+                    )
+                    .await;
+                    conn.close(ErrorCode::BAD_REQUEST.0.into(), message.as_bytes());
+                    return Err(ConnError::Rejected(message));
+                }
             }
             Frame::GoAway(g) => {
                 // The agent is draining: stop routing new requests to it now;
@@ -508,4 +548,98 @@ fn unreachable_frame(conn: &quinn::Connection) -> Result<Hello, ConnError> {
     Err(ConnError::Rejected(
         "internal: first frame was not Hello".into(),
     ))
+}
+
+/// Tools a catalog may list, at most.
+pub const MAX_CATALOG_TOOLS: usize = 10_000;
+/// Longest tool name accepted in a catalog.
+pub const MAX_TOOL_NAME: usize = 256;
+/// Largest owner policy file accepted.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
+/// What the tunnel's agents need for their own policy check.
+async fn policy_update(
+    app: &Arc<App>,
+    tunnel: &mcp_tunnel_proto::TunnelName,
+) -> Option<mcp_tunnel_proto::PolicyUpdate> {
+    let app = app.clone();
+    let tunnel = tunnel.as_str().to_owned();
+    let r = tokio::task::spawn_blocking(move || {
+        let owner = app.tunnel_owner(&tunnel);
+        let now = crate::oauth::token::unix_now() as i64;
+        app.policy
+            .update_for(app.store.as_ref(), &tunnel, &owner, now)
+    })
+    .await;
+    match r {
+        Ok(Ok(u)) => Some(u),
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "building a policy update failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Checks, stores and applies an agent's catalog (owner policy + tools).
+async fn apply_catalog(
+    app: &Arc<App>,
+    tunnel: &mcp_tunnel_proto::TunnelName,
+    c: mcp_tunnel_proto::Catalog,
+) -> Result<(), String> {
+    if let Some(p) = &c.policy {
+        if p.text.len() > MAX_POLICY_BYTES {
+            return Err(format!(
+                "the policy file {} is {} bytes; the relay accepts at most {MAX_POLICY_BYTES}",
+                p.name,
+                p.text.len()
+            ));
+        }
+        mcp_tunnel_policy::validate(&mcp_tunnel_policy::PolicySource::new(
+            p.name.clone(),
+            p.text.clone(),
+        ))
+        .map_err(|e| format!("the policy file is invalid:\n{e}"))?;
+    }
+    let tools = match &c.tools {
+        Some(t) if t.len() > MAX_CATALOG_TOOLS => {
+            return Err(format!(
+                "the upstream lists {} tools; the relay accepts at most {MAX_CATALOG_TOOLS}",
+                t.len()
+            ));
+        }
+        Some(t) => {
+            if let Some(bad) = t
+                .iter()
+                .find(|t| t.name.is_empty() || t.name.len() > MAX_TOOL_NAME)
+            {
+                return Err(format!(
+                    "tool name {:?} is empty or over {MAX_TOOL_NAME} bytes",
+                    bad.name
+                ));
+            }
+            Some(serde_json::to_value(t).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let app2 = app.clone();
+    let name = tunnel.as_str().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let policy = c
+            .policy
+            .as_ref()
+            .map(|p| (p.name.as_str(), p.text.as_str()));
+        app2.store
+            .set_tunnel_policy(&name, policy)
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = &tools {
+            app2.store
+                .set_tool_catalog(&name, t)
+                .map_err(|e| e.to_string())?;
+        }
+        app2.refresh_tunnel_policy(&name);
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

@@ -49,6 +49,14 @@ pub struct App {
     /// The QUIC port agents should dial (advertised in `/.well-known/mcp-relay`).
     pub quic_port: u16,
     next_request_id: AtomicU64,
+    /// Authorization: the policy engine and its inputs.
+    pub policy: crate::policy::PolicyState,
+    /// Per-identity and per-tool rate limits.
+    pub rate: crate::policy::rate::RateLimits,
+    /// The audit log (`None` only when authentication is off).
+    pub audit: Option<mcp_tunnel_audit::AuditLog>,
+    /// How tool arguments are recorded in it.
+    pub audit_args: mcp_tunnel_audit::ArgsPolicy,
 }
 
 impl App {
@@ -63,6 +71,15 @@ impl App {
         quic_port: u16,
     ) -> anyhow::Result<Self> {
         let AgentCredentials { tokens, device_ca } = agents;
+        let policy = crate::policy::PolicyState::load(&config.policy_files)?;
+        let rate = crate::policy::rate::RateLimits::new(&config.rate_limits);
+        // Every decision is audited whenever callers are authenticated.
+        let audit = if config.no_auth {
+            None
+        } else {
+            Some(crate::audit::open(&config.state_dir)?)
+        };
+        let audit_args = crate::audit::args_policy(&config.audit);
         use anyhow::Context;
         let cimd = crate::oauth::cimd::CimdFetcher::new(cimd_config(&config)?)
             .context("setting up the client metadata fetcher")?;
@@ -98,6 +115,10 @@ impl App {
             device_ca: std::sync::RwLock::new(std::sync::Arc::new(device_ca)),
             quic_port,
             next_request_id: AtomicU64::new(1),
+            policy,
+            rate,
+            audit,
+            audit_args,
         })
     }
 
@@ -112,6 +133,53 @@ impl App {
     /// A fresh request id.
     pub fn request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Who owns `tunnel`, for policy (reads the store: call from blocking code).
+    pub fn tunnel_owner(&self, tunnel: &str) -> crate::policy::Owner {
+        match self.registry.claim_owner(tunnel) {
+            Some(o) => self.owner_from_claim(&o),
+            None => crate::policy::Owner::Nobody,
+        }
+    }
+
+    /// [`Self::tunnel_owner`] from a claim's owner string.
+    pub fn owner_from_claim(&self, claim: &str) -> crate::policy::Owner {
+        crate::policy::owner_from_claim(self.store.as_ref(), self.config.dev, claim)
+    }
+
+    /// Rebuilds one tunnel's policy from the store and tells its agents
+    /// (blocking: call from `spawn_blocking`).
+    pub fn refresh_tunnel_policy(&self, tunnel: &str) {
+        let owner = self.tunnel_owner(tunnel);
+        let now = crate::oauth::token::unix_now() as i64;
+        if let Err(e) = self
+            .policy
+            .refresh_tunnel(self.store.as_ref(), tunnel, owner, now)
+        {
+            tracing::error!(tunnel, error = %format!("{e:#}"), "rebuilding the tunnel's policy failed");
+        }
+        for a in self.registry.agents_of(tunnel) {
+            a.policy_changed.notify_one();
+        }
+    }
+
+    /// Rebuilds every tunnel's policy from the store and tells every agent
+    /// (blocking: call from `spawn_blocking`).
+    pub fn refresh_all_policy(&self) {
+        let owners = self
+            .registry
+            .claims_snapshot()
+            .into_iter()
+            .map(|(t, o)| (t.as_str().to_owned(), self.owner_from_claim(&o)))
+            .collect();
+        let now = crate::oauth::token::unix_now() as i64;
+        if let Err(e) = self.policy.refresh_all(self.store.as_ref(), &owners, now) {
+            tracing::error!(error = %format!("{e:#}"), "rebuilding policies failed");
+        }
+        for (_, a) in self.registry.all_online() {
+            a.policy_changed.notify_one();
+        }
     }
 
     /// The MCP URL clients use for `tunnel`.

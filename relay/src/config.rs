@@ -57,6 +57,12 @@ pub struct FileConfig {
     /// Show the built-in account (email + password) form on the sign-in page
     /// (default `true`; set `false` when everyone signs in through `[oidc]`).
     pub password_login: Option<bool>,
+    /// Authorization: the relay admin's Cedar policy files.
+    pub policy: Option<PolicyConfig>,
+    /// Per-identity and per-tool request rate limits.
+    pub rate_limits: Option<RateLimitConfig>,
+    /// The audit log.
+    pub audit: Option<AuditConfig>,
 }
 
 /// `[oidc]`: people sign in at an OpenID Connect provider (Google, Entra ID,
@@ -141,6 +147,12 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     /// Whether the built-in email + password form is offered.
     pub password_login: bool,
+    /// The admin's Cedar policy files.
+    pub policy_files: Vec<PathBuf>,
+    /// Rate limits.
+    pub rate_limits: RateLimitConfig,
+    /// Audit settings.
+    pub audit: AuditConfig,
 }
 
 /// `[oidc]`, checked and with defaults applied.
@@ -265,6 +277,87 @@ impl OidcConfig {
     }
 }
 
+/// `[policy]`: the relay admin's policies, which bind every tunnel (forbid
+/// wins over any owner policy or grant).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cedar policy files (relative paths are taken from the config file's
+    /// directory), validated against the published schema at start.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `[rate_limits]`: requests allowed per window; over it the relay answers
+/// 429 (or, for `tools/call`, a JSON-RPC error) with when to retry.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// MCP requests per identity (user or service account) per window, over
+    /// all tunnels (default 600; 0 = no limit).
+    pub per_identity: u32,
+    /// `tools/call` requests per identity and tool per window (default 120;
+    /// 0 = no limit).
+    pub per_tool: u32,
+    /// The window, e.g. `"1m"` (default one minute). Requests refill evenly
+    /// over it (GCRA), so a burst of the whole allowance is possible.
+    #[serde(with = "humantime_serde_compat")]
+    pub window: std::time::Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_identity: 600,
+            per_tool: 120,
+            window: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[audit]`: what the relay's audit log records.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `"digest"` (default: a SHA-256 of the arguments) or `"full"` (the
+    /// arguments themselves, after redaction).
+    pub arguments: AuditArguments,
+    /// Argument keys whose values are replaced by `[REDACTED]` in full mode
+    /// (case-insensitive; added to the built-in list of passwords, tokens,
+    /// secrets and keys).
+    pub redact: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            arguments: AuditArguments::Digest,
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// How tool arguments are audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditArguments {
+    /// A SHA-256 of the canonical JSON only.
+    Digest,
+    /// The arguments, redacted.
+    Full,
+}
+
+mod humantime_serde_compat {
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Flags that override the file (all optional; `None` = not given).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -290,6 +383,8 @@ pub struct Overrides {
     pub max_request_body: Option<u64>,
     /// `--no-auth`
     pub no_auth: bool,
+    /// `--policy FILE` (repeatable): admin policy files, added to the file's.
+    pub policy_files: Vec<PathBuf>,
 }
 
 impl FileConfig {
@@ -362,6 +457,12 @@ impl Config {
             ),
             None => None,
         };
+        let mut policy_files = file.policy.map(|p| p.files).unwrap_or_default();
+        policy_files.extend(o.policy_files);
+        let rate_limits = file.rate_limits.unwrap_or_default();
+        if rate_limits.window.is_zero() {
+            bail!("rate_limits.window must be longer than zero");
+        }
         let password_login = file.password_login.unwrap_or(true);
         if !password_login && oidc.is_none() {
             bail!("password_login = false needs an [oidc] section, or nobody could sign in");
@@ -382,6 +483,9 @@ impl Config {
             allowed_origins: file.allowed_origins.unwrap_or_default(),
             oidc,
             password_login,
+            policy_files,
+            rate_limits,
+            audit: file.audit.unwrap_or_default(),
         })
     }
 }

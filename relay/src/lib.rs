@@ -13,6 +13,7 @@
 pub mod agent_tokens;
 pub mod agents;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod authorization;
 pub mod config;
@@ -21,7 +22,9 @@ pub mod front;
 pub mod host_check;
 pub mod inventory;
 pub mod limits;
+pub mod manage;
 pub mod oauth;
+pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod revocation;
@@ -136,6 +139,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         app::AgentCredentials { tokens, device_ca },
         quic_addr.port(),
     )?);
+    // Policies from the store (grants, owner policies, tool catalogs) before
+    // the first request.
+    {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.refresh_all_policy())
+            .await
+            .context("loading policies")?;
+    }
     let endpoints = Endpoints {
         https: https_addr,
         quic: quic_addr,
@@ -201,6 +212,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     agent_tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), agent_tasks.wait()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    // Everything queued in the audit log is committed and the chain head
+    // checkpointed before the process ends.
+    let closing = app.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(log) = &closing.audit
+            && let Err(e) = log.close()
+        {
+            tracing::error!(error = %e, "closing the audit log failed");
+        }
+    })
+    .await;
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -66,6 +66,12 @@ enum Command {
     /// Every non-human credential in one place: list, revoke, rotate.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Cedar policies: validate files, explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The tamper-evident audit log: tail, export, verify.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -114,6 +120,108 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "MCP_RELAY_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// An admin Cedar policy file (repeatable; added to `[policy] files`).
+    #[arg(long = "policy", value_name = "FILE")]
+    policy: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files against the published schema (exit 1 on any problem).
+    #[command(after_help = "Example:\n  mcp-relay policy check /etc/mcp-relay/admin.cedar")]
+    Check {
+        /// The .cedar files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the decision for a request and the policies that made it; nothing is sent.
+    ///
+    /// Exit codes: 0 allowed, 1 denied, 2 usage or state error.
+    #[command(
+        after_help = "Examples:\n  mcp-relay policy explain --user bob@example.com --tunnel shop --method tools/call --tool write_query\n  mcp-relay policy explain --user bob@example.com --tunnel shop --method tools/call --tool read_query --args '{\"limit\": 500}'"
+    )]
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    at: StateArgs,
+    /// The relay's config file (for its [policy] files and dev mode).
+    #[arg(long, env = "MCP_RELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Extra admin policy files.
+    #[arg(long = "policy", value_name = "FILE")]
+    policy: Vec<PathBuf>,
+    /// Treat agent-token tunnels as a --dev relay does (open to signed-in callers).
+    #[arg(long)]
+    dev: bool,
+    /// The caller's email.
+    #[arg(
+        long,
+        conflicts_with = "service_account",
+        required_unless_present = "service_account"
+    )]
+    user: Option<String>,
+    /// A service account (OAuth client id) as the caller.
+    #[arg(long)]
+    service_account: Option<String>,
+    /// The caller's groups [default: the account's groups at the relay].
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// The tunnel.
+    #[arg(long)]
+    tunnel: String,
+    /// The JSON-RPC method (tools/call, tools/list, initialize, …).
+    #[arg(long)]
+    method: String,
+    /// The tool (or prompt / resource URI).
+    #[arg(long)]
+    tool: Option<String>,
+    /// The call's arguments as a JSON object.
+    #[arg(long)]
+    args: Option<String>,
+    /// The OAuth client id.
+    #[arg(long, default_value = "explain")]
+    client_id: String,
+    /// Token scopes (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// The caller's address.
+    #[arg(long)]
+    source_ip: Option<std::net::IpAddr>,
+    /// Decide at this time (RFC 3339) instead of now.
+    #[arg(long)]
+    at_time: Option<humantime::Timestamp>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Show the newest records (and, with --follow, new ones as they come).
+    Tail {
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        /// State directory.
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        args: mcp_tunnel_audit::cli::TailArgs,
+    },
+    /// Write records as JSON lines (with seq and MACs) to stdout or --out.
+    Export {
+        /// State directory.
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        args: mcp_tunnel_audit::cli::ExportArgs,
+    },
+    /// Check the chain and the signed checkpoints; name every edited,
+    /// inserted, deleted or truncated record (exit 1 if any).
+    Verify {
+        /// State directory.
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        args: mcp_tunnel_audit::cli::VerifyArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,6 +601,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Devices(cmd) => devices(cmd),
         Command::Tunnels(cmd) => tunnels(cmd),
         Command::Credentials(cmd) => credentials(cmd),
+        Command::Policy(cmd) => Ok(policy(cmd)),
+        Command::Audit(cmd) => Ok(audit(cmd)),
         Command::Keys(KeysCommand::Rotate { state }) => {
             let state = StateDir::open(&state_or_default(state)?)?;
             let mut keys = mcp_relay::auth::load_or_create_keys(&state)?;
@@ -521,13 +631,132 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn policy(cmd: PolicyCommand) -> ExitCode {
+    let run = || -> anyhow::Result<ExitCode> {
+        match cmd {
+            PolicyCommand::Check { files } => Ok(if mcp_relay::policy::cli::check(&files)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }),
+            PolicyCommand::Explain(a) => {
+                let (state, store) = a.at.open()?;
+                let mut files = a.policy.clone();
+                let mut dev = a.dev;
+                if let Some(p) = &a.config {
+                    let f = FileConfig::load(p)?;
+                    dev |= f.dev.unwrap_or(false);
+                    if let Some(policy) = f.policy {
+                        let dir = p
+                            .parent()
+                            .map(std::path::Path::to_path_buf)
+                            .unwrap_or_default();
+                        files.extend(
+                            policy
+                                .files
+                                .into_iter()
+                                .map(|f| if f.is_relative() { dir.join(f) } else { f }),
+                        );
+                    }
+                }
+                let args = match &a.args {
+                    Some(t) => Some(
+                        serde_json::from_str::<serde_json::Value>(t)
+                            .context("--args must be a JSON object")?,
+                    ),
+                    None => None,
+                };
+                let q = mcp_relay::policy::cli::ExplainQuery {
+                    principal: match (&a.user, &a.service_account) {
+                        (_, Some(sa)) => format!("sa:{sa}"),
+                        (Some(u), None) => u.clone(),
+                        (None, None) => {
+                            anyhow::bail!("pass --user EMAIL or --service-account NAME")
+                        }
+                    },
+                    groups: (!a.groups.is_empty()).then(|| a.groups.clone()),
+                    tunnel: a.tunnel.clone(),
+                    method: a.method.clone(),
+                    target: a.tool.clone(),
+                    args,
+                    client_id: a.client_id.clone(),
+                    scopes: a.scopes.clone(),
+                    source_ip: a.source_ip,
+                    time: a.at_time.map(|t| {
+                        std::time::SystemTime::from(t)
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0)
+                    }),
+                };
+                let (allowed, report) =
+                    mcp_relay::policy::cli::explain(&state, &store, &files, dev, &q)?;
+                print!("{report}");
+                Ok(if allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+        }
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn audit(cmd: AuditCommand) -> ExitCode {
+    let paths = |state: Option<PathBuf>| -> anyhow::Result<mcp_tunnel_audit::AuditPaths> {
+        let dir = state_or_default(state)?;
+        Ok(mcp_relay::audit::paths(&dir))
+    };
+    let run = || -> anyhow::Result<ExitCode> {
+        Ok(match cmd {
+            AuditCommand::Tail { state, args } => {
+                mcp_tunnel_audit::cli::run_tail(&paths(state)?, &args, None)?;
+                ExitCode::SUCCESS
+            }
+            AuditCommand::Export { state, args } => {
+                let n = mcp_tunnel_audit::cli::run_export(&paths(state)?, &args, None)?;
+                eprintln!("exported {n} records");
+                ExitCode::SUCCESS
+            }
+            AuditCommand::Verify { state, args } => {
+                ExitCode::from(mcp_tunnel_audit::cli::run_verify(&paths(state)?, &args)?)
+            }
+        })
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let file = match args
         .config
         .clone()
         .or_else(|| FileConfig::default_path().filter(|p| p.exists()))
     {
-        Some(p) => FileConfig::load(&p)?,
+        Some(p) => {
+            let mut f = FileConfig::load(&p)?;
+            // Policy files are named relative to the config file.
+            if let (Some(policy), Some(dir)) = (f.policy.as_mut(), p.parent()) {
+                for file in &mut policy.files {
+                    if file.is_relative() {
+                        *file = dir.join(&*file);
+                    }
+                }
+            }
+            f
+        }
         None => FileConfig::default(),
     };
     init_tracing(args.log_format.or(file.log_format).unwrap_or_default());
@@ -545,6 +774,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_streams_per_tunnel: args.max_streams_per_tunnel,
             max_request_body: args.max_request_body,
             no_auth: args.no_auth,
+            policy_files: args.policy,
         },
     )?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

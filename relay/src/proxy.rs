@@ -24,7 +24,13 @@ use mcp_tunnel_transport::{FrameReader, LinkError, write_frames};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
+use crate::audit::Pending;
+use crate::auth::Caller;
+use crate::policy::enforce::{Allowed, Denied, Who, authorize, list_keep};
+use crate::policy::filter::{Keep, MAX_FILTERED_BODY, SseFilter, filter_json};
+use crate::policy::message::ListKind;
 use crate::registry::{AgentHandle, Route};
+use mcp_tunnel_audit::Decision;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
 /// credentials meant for the relay, never for the laptop.
@@ -78,34 +84,132 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let agent = match app.registry.route(&tunnel, session.as_deref()) {
-        Route::Agent(a) => a,
-        Route::SessionGone => return session_gone(),
-        Route::Offline => {
-            return json_error(
-                StatusCode::BAD_GATEWAY,
-                "agent_offline",
-                &format!(
-                    "tunnel \"{tunnel}\" exists but its agent is not connected; start `mcp-agent connect` on the machine that serves it"
-                ),
-            );
+    let who = match &caller {
+        Caller::Token(claims) => {
+            let source = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            let version = req
+                .headers()
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Some(Who::new(claims, source, version))
         }
-        Route::Unknown => {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "unknown_tunnel",
-                "no such tunnel on this relay",
-            );
-        }
+        Caller::Anonymous => None,
     };
     let request_id = app.request_id();
+    let rid = app.auth.request_id_string(request_id);
     let method = req.method().clone();
     let rest = if rest.is_empty() { "/" } else { rest };
-    let assertion = app.auth.assertion(&caller, &tunnel, request_id);
+    // The body is read (bounded) before anything is decided or sent.
     let prepared = match prepare(&app, req, rest.to_owned()).await {
         Ok(p) => p,
         Err(r) => return r,
     };
+    // A name nobody ever served: nothing to authorize, say so plainly.
+    if matches!(
+        app.registry.lookup(&tunnel),
+        crate::registry::Lookup::Unknown
+    ) {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_tunnel",
+            "no such tunnel on this relay",
+        );
+    }
+    // Authorization: every message decided before any stream is opened.
+    let mut audit = None;
+    let mut list = None;
+    if let Some(who) = &who {
+        if let Some(sid) = &session
+            && !app.registry.session_belongs_to(&tunnel, sid, &who.key)
+        {
+            // Another identity's session: as if it did not exist.
+            let what = Allowed {
+                method: method.as_str().to_owned(),
+                ..Default::default()
+            };
+            let mut p = Pending::new(
+                &app,
+                who,
+                rid,
+                tunnel.as_str(),
+                &what,
+                Decision::Deny,
+                prepared.body.len() as u64,
+                started,
+            );
+            p.reason("the MCP session belongs to another identity".into(), None);
+            p.status(404);
+            return session_unknown();
+        }
+        match authorize(&app, who, tunnel.as_str(), &prepared.method, &prepared.body) {
+            Ok(allowed) => {
+                list = allowed.list;
+                audit = Some(Pending::new(
+                    &app,
+                    who,
+                    rid.clone(),
+                    tunnel.as_str(),
+                    &allowed,
+                    Decision::Allow,
+                    prepared.body.len() as u64,
+                    started,
+                ));
+            }
+            Err(denied) => {
+                let Denied {
+                    response,
+                    what,
+                    reason,
+                    rpc_error,
+                } = *denied;
+                tracing::info!(request_id, tunnel = %tunnel, who = %who.name, method = %what.method, target = ?what.target, "denied: {reason}");
+                let mut p = Pending::new(
+                    &app,
+                    who,
+                    rid,
+                    tunnel.as_str(),
+                    &what,
+                    Decision::Deny,
+                    prepared.body.len() as u64,
+                    started,
+                );
+                p.reason(reason, rpc_error);
+                p.status(response.status().as_u16());
+                return response;
+            }
+        }
+    }
+    let agent = match app.registry.route(&tunnel, session.as_deref()) {
+        Route::Agent(a) => a,
+        Route::SessionGone => return finish_early(audit, session_gone()),
+        Route::Offline => {
+            return finish_early(
+                audit,
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "agent_offline",
+                    &format!(
+                        "tunnel \"{tunnel}\" exists but its agent is not connected; start `mcp-agent connect` on the machine that serves it"
+                    ),
+                ),
+            );
+        }
+        Route::Unknown => {
+            return finish_early(
+                audit,
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_tunnel",
+                    "no such tunnel on this relay",
+                ),
+            );
+        }
+    };
+    let assertion = app.auth.assertion(&caller, &tunnel, request_id);
     let mut agent = agent;
     let mut response = send(&app, &agent, &prepared, request_id, assertion.clone()).await;
     // The agent's connection died under the request (a laptop that vanished
@@ -118,8 +222,11 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             && let Route::Agent(other) = app.registry.route(&tunnel, None)
             && other.generation != agent.generation
         {
-            tracing::info!(tunnel = %tunnel, request_id, "agent connection lost; starting the session on another device");
-            response = send(&app, &other, &prepared, request_id, assertion).await;
+            // A fresh request id (and assertion): agents refuse a replayed one.
+            let retry_id = app.request_id();
+            tracing::info!(tunnel = %tunnel, request_id, retry_id, "agent connection lost; starting the session on another device");
+            let assertion = app.auth.assertion(&caller, &tunnel, retry_id);
+            response = send(&app, &other, &prepared, retry_id, assertion).await;
             agent = other;
         }
     }
@@ -129,14 +236,143 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
     {
-        // A new session: its later requests go to the device that made it.
-        app.registry.remember_session(&tunnel, new, &agent);
+        // A new session: its later requests go to the device that made it,
+        // and only its creator may use it.
+        let principal = who.as_ref().map(|w| w.key.as_str()).unwrap_or("");
+        app.registry
+            .remember_session(&tunnel, new, &agent, principal);
     }
     tracing::debug!(
         request_id, tunnel = %tunnel, %method, status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "proxied"
     );
+    if let (Some(who), Some(kind)) = (&who, list)
+        && response.status() == StatusCode::OK
+    {
+        let keep = list_keep(&app, who, tunnel.as_str(), kind);
+        response = filter_list(response, kind, keep).await;
+    }
+    match audit {
+        Some(mut p) => {
+            p.status(response.status().as_u16());
+            count_body(response, p)
+        }
+        None => response,
+    }
+}
+
+/// Finishes the audit record of a request answered by the relay itself.
+fn finish_early(audit: Option<Pending>, response: Response) -> Response {
+    if let Some(mut p) = audit {
+        p.status(response.status().as_u16());
+        p.finish(0);
+    }
     response
+}
+
+/// Filters a list response (JSON whole, SSE event by event).
+async fn filter_list(response: Response, kind: ListKind, keep: Keep) -> Response {
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if is_sse {
+        struct State<S> {
+            body: S,
+            filter: SseFilter,
+            keep: Keep,
+            done: bool,
+        }
+        let state = State {
+            body: body.into_data_stream(),
+            filter: SseFilter::new(kind),
+            keep,
+            done: false,
+        };
+        let stream = futures_util::stream::unfold(state, |mut st| async move {
+            use futures_util::StreamExt;
+            while !st.done {
+                let out = match st.body.next().await {
+                    Some(Ok(chunk)) => st
+                        .filter
+                        .push(&chunk, &st.keep)
+                        .map_err(|e| std::io::Error::other(e.to_string())),
+                    Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                    None => {
+                        st.done = true;
+                        Ok(st.filter.finish(&st.keep))
+                    }
+                };
+                match out {
+                    Ok(b) if b.is_empty() => continue,
+                    Ok(b) => return Some((Ok::<Bytes, std::io::Error>(b), st)),
+                    Err(e) => {
+                        // Fail closed: end the response rather than pass an
+                        // unfiltered list.
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+            None
+        });
+        return Response::from_parts(parts, Body::from_stream(stream));
+    }
+    match Limited::new(body, MAX_FILTERED_BODY).collect().await {
+        Ok(b) => Response::from_parts(parts, Body::from(filter_json(b.to_bytes(), kind, &keep))),
+        Err(e) => json_error(
+            StatusCode::BAD_GATEWAY,
+            "list_not_filtered",
+            &format!("the upstream's list response could not be filtered, so it is withheld: {e}"),
+        ),
+    }
+}
+
+/// Counts the response bytes and writes the audit record when the body ends
+/// (or is dropped because the client left).
+fn count_body(response: Response, pending: Pending) -> Response {
+    struct Counted {
+        pending: Option<Pending>,
+        bytes: u64,
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            if let Some(p) = self.pending.take() {
+                p.finish(self.bytes);
+            }
+        }
+    }
+    let (parts, body) = response.into_parts();
+    let counted = Counted {
+        pending: Some(pending),
+        bytes: 0,
+    };
+    let stream = futures_util::stream::unfold(
+        (body.into_data_stream(), counted),
+        |(mut s, mut c)| async move {
+            use futures_util::StreamExt;
+            match s.next().await {
+                Some(Ok(chunk)) => {
+                    c.bytes += chunk.len() as u64;
+                    Some((Ok::<Bytes, axum::Error>(chunk), (s, c)))
+                }
+                Some(Err(e)) => Some((Err(e), (s, c))),
+                None => None,
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+fn session_unknown() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "no such MCP session for this identity; start a new session (initialize)",
+    )
 }
 
 /// A request read and checked, ready to send (again, if a device is lost).
@@ -317,10 +553,11 @@ async fn exchange(
         }
         Ok(Ok(Some(Frame::ResponseHead(h)))) => h,
         Ok(Ok(Some(Frame::StreamError(StreamError { code, message })))) => {
-            let status = if code == ErrorCode::DEADLINE_EXCEEDED {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
+            let status = match code {
+                ErrorCode::DEADLINE_EXCEEDED => StatusCode::GATEWAY_TIMEOUT,
+                // The agent's own checks (assertion, owner policy) refused it.
+                ErrorCode::UNAUTHORIZED | ErrorCode::FORBIDDEN => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_GATEWAY,
             };
             return Err(json_error(
                 status,

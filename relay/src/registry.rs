@@ -51,6 +51,9 @@ pub struct AgentHandle {
     pub connected_at: Instant,
     /// Where it connected from.
     pub remote: SocketAddr,
+    /// Woken when the tunnel's grants change: the control loop then pushes
+    /// a `PolicyUpdate`.
+    pub policy_changed: tokio::sync::Notify,
 }
 
 /// One persisted claim.
@@ -116,8 +119,9 @@ impl RegisterError {
 #[derive(Debug)]
 pub struct Registry {
     online: RwLock<HashMap<TunnelName, Vec<Arc<AgentHandle>>>>,
-    /// Session id → (tunnel, affinity of the agent that holds it).
-    sessions: quick_cache::sync::Cache<String, (TunnelName, Arc<str>)>,
+    /// Session id → (tunnel, affinity of the agent that holds it, the
+    /// identity that created it).
+    sessions: quick_cache::sync::Cache<String, (TunnelName, Arc<str>, Arc<str>)>,
     next_pick: std::sync::atomic::AtomicUsize,
     claims: Mutex<HashMap<TunnelName, Claim>>,
     claims_path: PathBuf,
@@ -163,7 +167,8 @@ impl Registry {
             if live > 0 {
                 // Looked up by &str: no allocation on the request path.
                 if let Some(sid) = session
-                    && let Some((_, holder)) = self.sessions.get(sid).filter(|(t, _)| t == name)
+                    && let Some((_, holder, _)) =
+                        self.sessions.get(sid).filter(|(t, _, _)| t == name)
                 {
                     return match agents
                         .iter()
@@ -192,12 +197,59 @@ impl Registry {
     }
 
     /// Remembers that `session` (an `Mcp-Session-Id` the upstream assigned)
-    /// lives on `agent`'s machine (kept across its reconnects).
-    pub fn remember_session(&self, name: &TunnelName, session: &str, agent: &AgentHandle) {
+    /// lives on `agent`'s machine (kept across its reconnects) and belongs
+    /// to `principal` (the identity that created it).
+    pub fn remember_session(
+        &self,
+        name: &TunnelName,
+        session: &str,
+        agent: &AgentHandle,
+        principal: &str,
+    ) {
         self.sessions.insert(
             session.to_owned(),
-            (name.clone(), Arc::from(agent.affinity())),
+            (
+                name.clone(),
+                Arc::from(agent.affinity()),
+                Arc::from(principal),
+            ),
         );
+    }
+
+    /// Whether `principal` may use `session` on `name`: a session the relay
+    /// knows belongs to the identity that created it. One it does not know
+    /// (made before a relay restart, or evicted from the bounded cache) is
+    /// passed on: the upstream answers 404 for sessions it does not hold.
+    pub fn session_belongs_to(&self, name: &TunnelName, session: &str, principal: &str) -> bool {
+        match self.sessions.get(session) {
+            Some((t, _, p)) => &t == name && &*p == principal,
+            None => true,
+        }
+    }
+
+    /// Who claimed `name` (an agent token id, or `user:<id>`).
+    pub fn claim_owner(&self, name: &str) -> Option<String> {
+        lock(&self.claims)
+            .iter()
+            .find(|(t, _)| t.as_str() == name)
+            .map(|(_, c)| c.owner.clone())
+    }
+
+    /// Every claimed tunnel and its owner string.
+    pub fn claims_snapshot(&self) -> Vec<(TunnelName, String)> {
+        lock(&self.claims)
+            .iter()
+            .map(|(t, c)| (t.clone(), c.owner.clone()))
+            .collect()
+    }
+
+    /// The live connections serving `name`.
+    pub fn agents_of(&self, name: &str) -> Vec<Arc<AgentHandle>> {
+        read(&self.online)
+            .iter()
+            .find(|(t, _)| t.as_str() == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
 
     /// Number of connected agents.
@@ -257,6 +309,7 @@ impl Registry {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             streams: Arc::new(Semaphore::new(max_streams as usize)),
             connected_at: Instant::now(),
+            policy_changed: tokio::sync::Notify::new(),
         });
         let mut online = write(&self.online);
         let agents = online.entry(name.clone()).or_default();

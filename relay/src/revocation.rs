@@ -68,6 +68,13 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
                 for j in jtis {
                     app.auth.revoke_jti(&j.jti, j.expires_at.max(0) as u64);
                 }
+                // Grants, owner policies and catalogs may have changed too
+                // (`credentials revoke grant`, another relay process).
+                if last_revision.is_some() {
+                    let app = app.clone();
+                    let _ = tokio::task::spawn_blocking(move || app.refresh_all_policy()).await;
+                }
+                app.rate.prune();
                 last_revision = Some(rev);
             }
             Ok(Ok(None)) => {}

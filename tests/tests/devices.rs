@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use mcp_testkit::{Relay, RelayOptions, bin_path};
+use mcp_testkit::{AgentHome as Home, Relay, RelayOptions, bin_path};
 use serde_json::Value;
 
 const EMAIL: &str = "dana@example.com";
@@ -288,117 +288,14 @@ async fn hostile_enrollments_are_refused_with_reasons() {
     assert!(v["message"].as_str().unwrap().contains("disabled"), "{v}");
 }
 
-/// An agent's home: its own config dir and the file credential store.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
-        vec![
-            ("MCP_AGENT_CONFIG_DIR", self.dir.path().join("cfg").into()),
-            ("MCP_AGENT_CREDENTIAL_STORE", "file".into()),
-        ]
-    }
-
-    fn agent(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin_path("mcp-agent"));
-        c.args(args)
-            .envs(self.env())
-            .env_remove("MCP_AGENT_TOKEN")
-            .env_remove("DISPLAY");
-        c
-    }
-
-    /// `mcp-agent login --enroll-token` (headless).
-    fn login_with_token(&self, relay: &Relay, token: &str) -> std::process::Output {
-        self.agent(&[
-            "login",
-            "--relay",
-            &relay.https_url(),
-            "--enroll-token",
-            token,
-            "--label",
-            "ci",
-        ])
-        .arg("--ca")
-        .arg(relay.ca_file())
-        .output()
-        .unwrap()
-    }
-
-    fn db(&self) -> String {
-        let db = self.dir.path().join("shop.db");
-        if !db.exists() {
-            assert!(
-                Command::new(bin_path("mcp-agent"))
-                    .arg("demo-db")
-                    .arg(&db)
-                    .stderr(Stdio::null())
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        db.display().to_string()
-    }
-
-    /// Starts `mcp-agent connect --db` with this home's device identity;
-    /// `wait` waits for the public URL (else the caller waits for an exit).
-    fn run_agent(
-        &self,
-        relay: &Relay,
-        name: &str,
-        wait: bool,
-    ) -> anyhow::Result<mcp_testkit::Agent> {
-        let env = self.env();
-        let env: Vec<(&str, &std::ffi::OsStr)> =
-            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-        let opts = mcp_testkit::AgentOptions {
-            name: name.into(),
-            upstream: String::new(),
-            token: None,
-            args: vec!["--db".into(), self.db()],
-        };
-        if wait {
-            mcp_testkit::Agent::start_device(relay, opts, &env)
-        } else {
-            mcp_testkit::Agent::spawn_device(relay, opts, &env)
-        }
-    }
-
-    fn connect(&self, relay: &Relay, name: &str) -> anyhow::Result<mcp_testkit::Agent> {
-        self.run_agent(relay, name, true)
-    }
-
-    fn spawn(&self, relay: &Relay, name: &str) -> mcp_testkit::Agent {
-        self.run_agent(relay, name, false).unwrap()
-    }
-}
-
 fn enroll_token(relay: &Relay, email: &str) -> String {
-    let out = Command::new(bin_path("mcp-relay"))
-        .args(["enroll-tokens", "create", "--user", email, "--state"])
-        .arg(relay.state_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    relay.enroll_token(email).unwrap()
 }
 
+/// `initialize` on `tunnel` as its owner ([`EMAIL`]).
 async fn tools_list_status(relay: &Relay, tunnel: &str) -> u16 {
     relay
-        .authed_client(tunnel)
+        .authed_client_as(EMAIL, tunnel)
         .post(format!("{}/t/{tunnel}/mcp", relay.https_url()))
         .header("accept", "application/json, text/event-stream")
         .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}))
@@ -498,7 +395,7 @@ async fn login_by_device_code_serves_over_mutual_tls_and_revocation_cuts_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("shop\t{EMAIL}")));
 
     // A signing-key rotation reaches the connected agent's pinned keys within a heartbeat.
-    let pinned = home.dir.path().join("cfg/assertion-keys.json");
+    let pinned = home.config_dir().join("assertion-keys.json");
     let kids = || -> usize {
         let v: Value = serde_json::from_slice(&std::fs::read(&pinned).unwrap()).unwrap();
         v["keys"].as_array().map_or(0, Vec::len)
@@ -670,7 +567,7 @@ async fn forged_expired_and_foreign_certificates_are_refused_with_reasons() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cfg = home.dir.path().join("cfg");
+    let cfg = home.config_dir();
     let profile = Profile::load(&cfg).unwrap().unwrap();
     let store = CredentialStore::file_in(&cfg);
     let real_key_pem =
@@ -825,7 +722,7 @@ async fn two_devices_share_a_tunnel_and_sessions_move_when_one_leaves() {
     }
     let mut a = laptop.connect(&relay, "shop").unwrap();
     let b = desktop.connect(&relay, "shop").unwrap();
-    let http = relay.authed_client("shop");
+    let http = relay.authed_client_as(EMAIL, "shop");
     let url = format!("{}/t/shop/mcp", relay.https_url());
 
     // New sessions are spread across both devices; each stays on its own.
@@ -885,7 +782,7 @@ async fn logout_revokes_the_device_at_the_relay_and_forged_logouts_are_refused()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cfg = home.dir.path().join("cfg");
+    let cfg = home.config_dir();
     let profile = mcp_agent::identity::Profile::load(&cfg).unwrap().unwrap();
     let http = http(&relay);
     let logout = |device: String, cn: String, key: rcgen::KeyPair| {
@@ -1004,7 +901,7 @@ async fn rotating_the_device_ca_keeps_devices_working_and_moves_them_to_the_new_
             std::time::Duration::from_secs(15),
         )
         .unwrap();
-    let store = mcp_agent::credstore::CredentialStore::file_in(home.dir.path().join("cfg"));
+    let store = mcp_agent::credstore::CredentialStore::file_in(home.config_dir());
     let cert = store.get(mcp_agent::identity::CERT_ENTRY).unwrap().unwrap();
     let der = rustls_pemfile::certs(&mut cert.expose())
         .next()

@@ -198,7 +198,16 @@ async fn relay_kill9_and_restart_agent_reconnects_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_all_succeed() {
-    let relay = Relay::start(RelayOptions::default()).unwrap();
+    // Rate limits off: this is about the tunnel carrying 200 at once (the
+    // default per-tool limit is 120 a minute).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, "[rate_limits]\nper_tool = 0\nper_identity = 0\n").unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec!["--config".into(), cfg.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
     let upstream = Upstream::start().await.unwrap();
     let agent = Agent::start(&relay, agent_opts("many", &upstream.mcp_url())).unwrap();
     let client = relay.authed_client("many");
@@ -206,7 +215,9 @@ async fn two_hundred_concurrent_requests_all_succeed() {
     let results = futures_util::future::join_all((0..200u64).map(|i| {
         let (client, url) = (client.clone(), url.clone());
         async move {
-            let r = client.post(&url).json(&rpc(i, "tools/call")).send().await?;
+            let call = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"n": i}}});
+            let r = client.post(&url).json(&call).send().await?;
             let status = r.status();
             let body: Value = r.json().await?;
             anyhow::Ok((status, body))
@@ -217,7 +228,7 @@ async fn two_hundred_concurrent_requests_all_succeed() {
         let (status, body) = r.unwrap();
         assert_eq!(status, 200);
         assert_eq!(body["id"], i as u64);
-        assert_eq!(body["result"]["echo"]["n"], i as u64);
+        assert_eq!(body["result"]["echo"]["arguments"]["n"], i as u64);
     }
     let status = agent.status().unwrap();
     assert_eq!(status["requests_completed"], 200, "{status}");

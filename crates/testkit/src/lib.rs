@@ -5,9 +5,11 @@
 //! Every process is killed when its handle drops, so a failing test leaves
 //! nothing running.
 
+pub mod home;
 pub mod process;
 pub mod upstream;
 
+pub use home::AgentHome;
 pub use process::{
     Agent, AgentOptions, Relay, RelayOptions, bin_path, cache_dir, conformance_suite, python,
     run_python_driver, workspace_root,

@@ -331,17 +331,37 @@ impl Relay {
 
     /// Runs `mcp-relay agent-tokens create` and returns the token.
     pub fn create_token(&self) -> anyhow::Result<String> {
+        self.cli(&["agent-tokens", "create", "--label", "test"])
+    }
+
+    /// Runs `mcp-relay ARGS --state <state dir>`; returns its trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(bin_path("mcp-relay"))
-            .args(["agent-tokens", "create", "--label", "test", "--state"])
+            .args(args)
+            .arg("--state")
             .arg(self.state.path())
             .output()?;
         if !out.status.success() {
             bail!(
-                "agent-tokens create failed: {}",
+                "mcp-relay {} failed: {}",
+                args.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    /// `mcp-relay enroll-tokens create --user EMAIL`: a one-time token for
+    /// `mcp-agent login --enroll-token`.
+    pub fn enroll_token(&self, email: &str) -> anyhow::Result<String> {
+        self.cli(&["enroll-tokens", "create", "--user", email])
+    }
+
+    /// `mcp-relay tokens issue --user EMAIL --tunnel TUNNEL` (the account is
+    /// added first if missing).
+    pub fn access_token_for(&self, email: &str, tunnel: &str) -> anyhow::Result<String> {
+        self.ensure_user(email)?;
+        self.cli(&["tokens", "issue", "--user", email, "--tunnel", tunnel])
     }
 
     /// `mcp-relay users add EMAIL` unless it exists.
@@ -448,7 +468,12 @@ impl Relay {
     /// A reqwest client trusting the relay's dev CA and sending a fresh access
     /// token for `tunnel` on every request.
     pub fn authed_client(&self, tunnel: &str) -> reqwest::Client {
-        let token = self.access_token(tunnel).expect("tokens issue");
+        self.authed_client_as("tester@example.com", tunnel)
+    }
+
+    /// [`Self::authed_client`] signed in as `email` (e.g. the tunnel's owner).
+    pub fn authed_client_as(&self, email: &str, tunnel: &str) -> reqwest::Client {
+        let token = self.access_token_for(email, tunnel).expect("tokens issue");
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -475,26 +500,16 @@ impl Relay {
     /// for the account `tester@example.com` (added on first use).
     pub fn access_token_with(&self, tunnel: &str, extra: &[&str]) -> anyhow::Result<String> {
         self.ensure_user("tester@example.com")?;
-        let out = Command::new(bin_path("mcp-relay"))
-            .args([
-                "tokens",
-                "issue",
-                "--user",
-                "tester@example.com",
-                "--tunnel",
-                tunnel,
-                "--state",
-            ])
-            .arg(self.state.path())
-            .args(extra)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "tokens issue failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        let mut args = vec![
+            "tokens",
+            "issue",
+            "--user",
+            "tester@example.com",
+            "--tunnel",
+            tunnel,
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&args)
     }
 }
 
@@ -601,6 +616,7 @@ impl Agent {
             .arg(relay.ca_file())
             .args(&opts.args)
             .env("MCP_AGENT_RUNTIME_DIR", runtime.path())
+            .env("MCP_AGENT_LOG_DIR", runtime.path().join("logs"))
             .envs(env.iter().copied());
         match token {
             Some(t) => cmd.env("MCP_AGENT_TOKEN", t),

@@ -24,8 +24,11 @@ use bytes::Bytes;
 /// What the upstream observed.
 #[derive(Debug, Default)]
 pub struct Observed {
-    /// Requests received on any route.
+    /// Requests received on any route (the agent's own tool listing, which
+    /// identifies itself by its user agent, is counted apart).
     pub requests: AtomicU64,
+    /// Requests of the agent's own tool listing (`mcp-agent … (tool catalog)`).
+    pub catalog_requests: AtomicU64,
     /// SSE streams whose client went away before the last event.
     pub sse_cancelled: AtomicU64,
     /// SSE streams that ran to the end.
@@ -87,14 +90,26 @@ impl Upstream {
 }
 
 async fn mcp(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
-    ctx.observed.requests.fetch_add(1, Ordering::Relaxed);
-    *ctx.observed
-        .last_headers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
+    let catalog = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("(tool catalog)"));
+    if catalog {
+        ctx.observed
+            .catalog_requests
+            .fetch_add(1, Ordering::Relaxed);
+    } else {
+        ctx.observed.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if !catalog {
+        *ctx.observed
+            .last_headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+    }
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };

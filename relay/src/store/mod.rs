@@ -59,6 +59,7 @@ pub use model::{
     RefreshRecord, RevokedJti, SigningKey, UnixTime, User, UserId,
 };
 pub use model::{Device, EnrollError, EnrollToken, NewDevice, RefreshFamily};
+pub use model::{Grant, NewGrant, TunnelPolicy};
 pub use secret::{Secret, TokenHash};
 pub use sqlite::SqliteStore;
 
@@ -348,4 +349,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes every code, refresh token, setup token, revoked-jti record and
     /// signing key whose expiry (or retirement) is at or before `now`.
     fn purge_expired(&self, now: UnixTime) -> Result<PurgeReport, StoreError>;
+
+    // --- Authorization: grants, owner policies, tool catalogs ---
+
+    /// Saves a grant (`mcp-agent share`); the store picks its id.
+    fn insert_grant(&self, grant: &NewGrant) -> Result<Grant, StoreError>;
+
+    /// One grant by its full id.
+    fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+
+    /// Every grant (revoked and expired included), or those on `tunnel`.
+    fn list_grants(&self, tunnel: Option<&str>) -> Result<Vec<Grant>, StoreError>;
+
+    /// Revokes the one live grant whose id starts with `id_prefix` (at least
+    /// 6 hex characters); `None` if none matches.
+    fn revoke_grant(&self, id_prefix: &str) -> Result<Option<Grant>, StoreError>;
+
+    /// Sets (or with `None` removes) a tunnel owner's policy file
+    /// `(file name, text)`; unchanged text is not a change.
+    fn set_tunnel_policy(
+        &self,
+        tunnel: &str,
+        policy: Option<(&str, &str)>,
+    ) -> Result<(), StoreError>;
+
+    /// Every tunnel's owner policy.
+    fn tunnel_policies(&self) -> Result<Vec<TunnelPolicy>, StoreError>;
+
+    /// Saves the tools (a JSON array of `{name, annotations}`) a tunnel's
+    /// agent reported; unchanged lists are not a change.
+    fn set_tool_catalog(&self, tunnel: &str, tools: &serde_json::Value) -> Result<(), StoreError>;
+
+    /// Every tunnel's last reported tools.
+    fn tool_catalogs(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 }

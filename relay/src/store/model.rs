@@ -709,3 +709,63 @@ pub struct EnrollToken {
     /// When it was used.
     pub used_at: Option<UnixTime>,
 }
+
+/// A grant to save (`mcp-agent share`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGrant {
+    /// The tunnel.
+    pub tunnel: String,
+    /// `bob@example.com`, `@example.com` or `group:NAME` (already checked).
+    pub subject: String,
+    /// Only these tools; `None` = every tool.
+    pub tools: Option<Vec<String>>,
+    /// Only read-only tools.
+    pub read_only: bool,
+    /// Who made it (the owner's email).
+    pub created_by: String,
+    /// When it stops counting.
+    pub expires_at: Option<UnixTime>,
+}
+
+/// A stored grant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Grant {
+    /// 16 hex characters.
+    pub id: String,
+    /// The tunnel.
+    pub tunnel: String,
+    /// `bob@example.com`, `@example.com` or `group:NAME`.
+    pub subject: String,
+    /// Only these tools; `None` = every tool.
+    pub tools: Option<Vec<String>>,
+    /// Only read-only tools.
+    pub read_only: bool,
+    /// Who made it.
+    pub created_by: String,
+    /// When made.
+    pub created_at: UnixTime,
+    /// When it stops counting.
+    pub expires_at: Option<UnixTime>,
+    /// When revoked.
+    pub revoked_at: Option<UnixTime>,
+}
+
+impl Grant {
+    /// Whether it counts at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A tunnel owner's policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPolicy {
+    /// The tunnel.
+    pub tunnel: String,
+    /// The file's name, for messages.
+    pub file_name: String,
+    /// The Cedar text.
+    pub text: String,
+    /// When last changed.
+    pub updated_at: UnixTime,
+}

@@ -1479,3 +1479,95 @@ fn enrollment_tokens_are_listed_by_id_and_revoked_by_prefix() {
         Err(StoreError::NotFound { .. })
     ));
 }
+
+#[test]
+fn grants_are_saved_listed_and_revoked_by_prefix_across_processes() {
+    let f = Fixture::new();
+    let rev0 = f.store.revision().unwrap();
+    let g = f
+        .store
+        .insert_grant(&NewGrant {
+            tunnel: "shop".into(),
+            subject: "bob@example.com".into(),
+            tools: Some(vec!["read_query".into(), "list_tables".into()]),
+            read_only: true,
+            created_by: "alice@example.com".into(),
+            expires_at: Some(T0 + 3600),
+        })
+        .unwrap();
+    assert_eq!(g.id.len(), 16);
+    assert!(g.is_live(T0) && !g.is_live(T0 + 3600));
+    assert!(
+        f.store.revision().unwrap() > rev0,
+        "a grant is an admin change"
+    );
+    let other = f
+        .store
+        .insert_grant(&NewGrant {
+            tunnel: "crm".into(),
+            subject: "group:eng".into(),
+            tools: None,
+            read_only: false,
+            created_by: "carol@example.com".into(),
+            expires_at: None,
+        })
+        .unwrap();
+    // The admin CLI (a second process) sees both.
+    let second = f.second();
+    assert_eq!(second.list_grants(None).unwrap().len(), 2);
+    assert_eq!(second.list_grants(Some("shop")).unwrap(), vec![g.clone()]);
+    // Prefixes: too short refused, unknown is None, a match revokes once.
+    assert!(f.store.revoke_grant("ab").is_err());
+    assert!(f.store.revoke_grant("zzzzzz").is_err(), "not hex");
+    let unknown = if g.id.starts_with("000000") {
+        "ffffff"
+    } else {
+        "000000"
+    };
+    if !other.id.starts_with(unknown) {
+        assert_eq!(f.store.revoke_grant(unknown).unwrap(), None);
+    }
+    let revoked = f.store.revoke_grant(&g.id[..8]).unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0));
+    assert!(!revoked.is_live(T0));
+    assert_eq!(
+        f.store.revoke_grant(&g.id).unwrap(),
+        None,
+        "already revoked"
+    );
+    assert!(other.is_live(T0 + 10_000_000));
+}
+
+#[test]
+fn owner_policies_and_tool_catalogs_replace_and_only_real_changes_bump_the_revision() {
+    let f = Fixture::new();
+    f.store
+        .set_tunnel_policy(
+            "shop",
+            Some(("shop.cedar", "forbid(principal, action, resource);")),
+        )
+        .unwrap();
+    let rev = f.store.revision().unwrap();
+    f.store
+        .set_tunnel_policy(
+            "shop",
+            Some(("shop.cedar", "forbid(principal, action, resource);")),
+        )
+        .unwrap();
+    assert_eq!(f.store.revision().unwrap(), rev, "same text: no change");
+    let p = f.store.tunnel_policies().unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].file_name, "shop.cedar");
+    f.store.set_tunnel_policy("shop", None).unwrap();
+    assert!(f.store.tunnel_policies().unwrap().is_empty());
+
+    let tools = serde_json::json!([{"name": "read_query", "annotations": {"readOnlyHint": true}}]);
+    f.store.set_tool_catalog("shop", &tools).unwrap();
+    let rev = f.store.revision().unwrap();
+    f.store.set_tool_catalog("shop", &tools).unwrap();
+    assert_eq!(f.store.revision().unwrap(), rev);
+    assert_eq!(
+        f.second().tool_catalogs().unwrap(),
+        vec![("shop".to_owned(), tools)]
+    );
+}

@@ -127,6 +127,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX devices_by_user ON devices (user_id);
     "#,
+    // v3: authorization (issue 6): grants made with `mcp-agent share`, the
+    // owner's policy file and the tools (with annotations) each tunnel serves.
+    r#"
+    CREATE TABLE grants (
+        id          TEXT PRIMARY KEY,
+        tunnel      TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        tools_json  TEXT,
+        read_only   INTEGER NOT NULL CHECK (read_only IN (0, 1)),
+        created_by  TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        revoked_at  INTEGER
+    ) STRICT;
+    CREATE INDEX grants_by_tunnel ON grants (tunnel);
+
+    CREATE TABLE tunnel_policies (
+        tunnel      TEXT PRIMARY KEY,
+        file_name   TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE tool_catalogs (
+        tunnel      TEXT PRIMARY KEY,
+        tools_json  TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The newest schema this build knows.

@@ -2,6 +2,7 @@
 
 mod clients;
 mod devices;
+mod grants;
 mod keys;
 mod migrations;
 mod tokens;
@@ -399,6 +400,48 @@ impl Store for SqliteStore {
         // revision (which wakes every relay's revocation watcher) stays put.
         let conn = self.lock();
         devices::touch(&conn, self.clock.now(), id)
+    }
+
+    fn insert_grant(&self, grant: &super::NewGrant) -> Result<super::Grant, StoreError> {
+        self.write("saving a grant", |tx, now| grants::insert(tx, now, grant))
+    }
+
+    fn get_grant(&self, id: &str) -> Result<Option<super::Grant>, StoreError> {
+        self.read(|conn, _| grants::get(conn, id))
+    }
+
+    fn list_grants(&self, tunnel: Option<&str>) -> Result<Vec<super::Grant>, StoreError> {
+        self.read(|conn, _| grants::list(conn, tunnel))
+    }
+
+    fn revoke_grant(&self, id_prefix: &str) -> Result<Option<super::Grant>, StoreError> {
+        self.write("revoking a grant", |tx, now| {
+            grants::revoke(tx, now, id_prefix)
+        })
+    }
+
+    fn set_tunnel_policy(
+        &self,
+        tunnel: &str,
+        policy: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        self.write("saving a tunnel policy", |tx, now| {
+            grants::set_policy(tx, now, tunnel, policy)
+        })
+    }
+
+    fn tunnel_policies(&self) -> Result<Vec<super::TunnelPolicy>, StoreError> {
+        self.read(|conn, _| grants::policies(conn))
+    }
+
+    fn set_tool_catalog(&self, tunnel: &str, tools: &serde_json::Value) -> Result<(), StoreError> {
+        self.write("saving a tool catalog", |tx, now| {
+            grants::set_tools(tx, now, tunnel, tools)
+        })
+    }
+
+    fn tool_catalogs(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        self.read(|conn, _| grants::tools(conn))
     }
 
     fn purge_expired(&self, now: UnixTime) -> Result<PurgeReport, StoreError> {

@@ -1,0 +1,350 @@
+//! Authorization of every MCP message at the relay.
+//!
+//! ```text
+//!  admin policy files ─┐
+//!  owner policy (Catalog from the agent) ─┼─► Engine (per-tunnel indexed Cedar sets) ─► decide / filter
+//!  grants (mcp-agent share, store) ───────┤
+//!  tools + annotations (Catalog) ─────────┘
+//! ```
+//!
+//! The engine is immutable; [`PolicyState`] swaps in a new one when a
+//! tunnel's inputs change (a grant made or revoked, an agent's catalog, an
+//! admin change seen through the store revision). Readers clone an `Arc`.
+//! Everything is persisted in the store, so a restarted relay decides the
+//! same way before any agent reconnects.
+
+pub mod cli;
+pub mod enforce;
+pub mod filter;
+pub mod rate;
+
+/// JSON-RPC parsing shared with the agent.
+pub use mcp_tunnel_policy::message;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use mcp_tunnel_policy::{Engine, Grant, GrantSubject, PolicySource, ToolInfo, TunnelSpec};
+use mcp_tunnel_proto::PolicyUpdate;
+
+use crate::store::{Store, UnixTime};
+
+/// The relay's authorization state.
+#[derive(Debug)]
+pub struct PolicyState {
+    admin: Vec<PolicySource>,
+    engine: RwLock<Arc<Engine>>,
+    /// Serializes rebuilds so two refreshes cannot lose each other's change.
+    rebuilding: Mutex<()>,
+}
+
+/// Who owns a tunnel, for policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A person (their email).
+    User(String),
+    /// An agent token on a `--dev` relay: no person owns the tunnel, and
+    /// every signed-in caller may use it (dev convenience; agent tokens are
+    /// refused by non-dev relays).
+    DevToken,
+    /// Nobody (a claim whose owner is gone): only grants and admin permits apply.
+    Nobody,
+}
+
+impl Owner {
+    fn email(&self) -> Option<String> {
+        match self {
+            Self::User(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Who owns a tunnel, from its claim's owner string (`user:<id>` or an
+/// agent token id). Reads the store.
+pub fn owner_from_claim(store: &dyn Store, dev: bool, claim: &str) -> Owner {
+    if let Some(id) = claim.strip_prefix("user:") {
+        let user = id
+            .parse::<i64>()
+            .ok()
+            .and_then(|id| store.get_user(crate::store::UserId(id)).ok().flatten());
+        return match user {
+            Some(u) => Owner::User(u.email.as_str().to_owned()),
+            None => Owner::Nobody,
+        };
+    }
+    if dev { Owner::DevToken } else { Owner::Nobody }
+}
+
+/// What a dev-token tunnel gets instead of an owner.
+fn dev_open_policy(tunnel: &str) -> PolicySource {
+    PolicySource::new(
+        "builtin:dev-token-tunnel",
+        format!(
+            "@id(\"builtin:dev-open\")\npermit (principal, action, resource in Mcp::Tunnel::{});\n",
+            serde_json::Value::String(tunnel.to_owned())
+        ),
+    )
+}
+
+/// One tunnel's inputs, as read from the store.
+#[derive(Debug)]
+struct Inputs {
+    owner: Owner,
+    policy: Option<PolicySource>,
+    grants: Vec<Grant>,
+    tools: Vec<ToolInfo>,
+}
+
+impl PolicyState {
+    /// Loads and validates the admin policy files. An invalid file stops the
+    /// relay from starting, with `FILE:LINE:COL` for each problem.
+    pub fn load(files: &[PathBuf]) -> anyhow::Result<Self> {
+        let mut admin = Vec::with_capacity(files.len());
+        for f in files {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading policy file {}", f.display()))?;
+            admin.push(PolicySource::new(f.display().to_string(), text));
+        }
+        let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            admin,
+            engine: RwLock::new(Arc::new(engine)),
+            rebuilding: Mutex::new(()),
+        })
+    }
+
+    /// The current engine.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many admin policy files are loaded.
+    pub fn admin_files(&self) -> usize {
+        self.admin.len()
+    }
+
+    /// Rebuilds every tunnel from the store (start-up, and whenever the
+    /// store's revision moves). `owners` maps tunnel → owner email.
+    pub fn refresh_all(
+        &self,
+        store: &dyn Store,
+        owners: &HashMap<String, Owner>,
+        now: UnixTime,
+    ) -> anyhow::Result<()> {
+        let _guard = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inputs: HashMap<String, Inputs> = HashMap::new();
+        let blank = |t: &str| Inputs {
+            owner: owners.get(t).cloned().unwrap_or(Owner::Nobody),
+            policy: None,
+            grants: Vec::new(),
+            tools: Vec::new(),
+        };
+        for t in owners.keys() {
+            inputs.insert(t.clone(), blank(t));
+        }
+        for p in store.tunnel_policies()? {
+            inputs
+                .entry(p.tunnel.clone())
+                .or_insert_with(|| blank(&p.tunnel))
+                .policy = Some(PolicySource::new(p.file_name, p.text));
+        }
+        for (t, tools) in store.tool_catalogs()? {
+            inputs.entry(t.clone()).or_insert_with(|| blank(&t)).tools = parse_tools(&tools);
+        }
+        for g in store.list_grants(None)? {
+            if !g.is_live(now) {
+                continue;
+            }
+            let tunnel = g.tunnel.clone();
+            if let Some(g) = to_policy_grant(g) {
+                inputs
+                    .entry(tunnel.clone())
+                    .or_insert_with(|| blank(&tunnel))
+                    .grants
+                    .push(g);
+            }
+        }
+        let mut engine = Engine::new(&self.admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (name, i) in inputs {
+            engine = with_tunnel(&engine, name, i);
+        }
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+        Ok(())
+    }
+
+    /// Rebuilds one tunnel from the store (after a grant or catalog change).
+    pub fn refresh_tunnel(
+        &self,
+        store: &dyn Store,
+        tunnel: &str,
+        owner: Owner,
+        now: UnixTime,
+    ) -> anyhow::Result<()> {
+        let _guard = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        let i = Inputs {
+            owner,
+            policy: store
+                .tunnel_policies()?
+                .into_iter()
+                .find(|p| p.tunnel == tunnel)
+                .map(|p| PolicySource::new(p.file_name, p.text)),
+            tools: store
+                .tool_catalogs()?
+                .into_iter()
+                .find(|(t, _)| t == tunnel)
+                .map(|(_, v)| parse_tools(&v))
+                .unwrap_or_default(),
+            grants: store
+                .list_grants(Some(tunnel))?
+                .into_iter()
+                .filter(|g| g.is_live(now))
+                .filter_map(to_policy_grant)
+                .collect(),
+        };
+        let current = self.engine();
+        let next = with_tunnel(&current, tunnel.to_owned(), i);
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// What the tunnel's agents need for their own check.
+    pub fn update_for(
+        &self,
+        store: &dyn Store,
+        tunnel: &str,
+        owner: &Owner,
+        now: UnixTime,
+    ) -> anyhow::Result<PolicyUpdate> {
+        let grants = store
+            .list_grants(Some(tunnel))?
+            .into_iter()
+            .filter(|g| g.is_live(now))
+            .filter_map(to_policy_grant)
+            .filter_map(|g| serde_json::to_value(g).ok())
+            .collect();
+        Ok(PolicyUpdate {
+            owner: owner.email(),
+            grants,
+            open: *owner == Owner::DevToken,
+        })
+    }
+}
+
+/// Parses a stored or reported tool list leniently: an entry that does not
+/// parse is left out (and so counts as unannotated, i.e. destructive).
+pub fn parse_tools(v: &serde_json::Value) -> Vec<ToolInfo> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| serde_json::from_value::<ToolInfo>(t.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A stored grant as the engine takes it; `None` if its subject no longer
+/// parses (logged; such a grant grants nothing).
+pub fn to_policy_grant(g: crate::store::Grant) -> Option<Grant> {
+    let subject = match g.subject.parse::<GrantSubject>() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(grant = %g.id, "stored grant has an invalid subject: {e}");
+            return None;
+        }
+    };
+    Some(Grant {
+        id: g.id,
+        tunnel: g.tunnel,
+        subject,
+        tools: g.tools,
+        read_only: g.read_only,
+        expires_at: g.expires_at,
+    })
+}
+
+/// Puts one tunnel into `engine`. An owner policy that no longer validates
+/// (e.g. written for another schema) fails closed: the tunnel keeps only its
+/// owner (no grants, no owner permits), and the error is logged.
+fn with_tunnel(engine: &Engine, name: String, i: Inputs) -> Engine {
+    let mut owner_policies: Vec<PolicySource> = i.policy.into_iter().collect();
+    if i.owner == Owner::DevToken {
+        owner_policies.push(dev_open_policy(&name));
+    }
+    let spec = TunnelSpec {
+        name: name.clone(),
+        owner: i.owner.email().unwrap_or_default(),
+        owner_policies,
+        grants: i.grants,
+        tools: dedup_tools(i.tools),
+    };
+    match engine.with_tunnel(spec) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(tunnel = %name, "the owner's policy is invalid; only the owner keeps access: {e}");
+            let fallback = TunnelSpec {
+                owner_policies: if i.owner == Owner::DevToken {
+                    vec![dev_open_policy(&name)]
+                } else {
+                    Vec::new()
+                },
+                name,
+                owner: i.owner.email().unwrap_or_default(),
+                grants: Vec::new(),
+                tools: Vec::new(),
+            };
+            engine
+                .with_tunnel(fallback)
+                .unwrap_or_else(|_| engine.clone())
+        }
+    }
+}
+
+fn dedup_tools(tools: Vec<ToolInfo>) -> Vec<ToolInfo> {
+    let mut seen = BTreeSet::new();
+    tools
+        .into_iter()
+        .filter(|t| seen.insert(t.name.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_token_tunnels_are_open_to_signed_in_callers_only_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let state = PolicyState::load(&[]).unwrap();
+        let owners = HashMap::from([
+            ("shop".to_owned(), Owner::DevToken),
+            ("crm".to_owned(), Owner::User("alice@example.com".into())),
+        ]);
+        state.refresh_all(&store, &owners, 1_700_000_000).unwrap();
+        let e = state.engine();
+        let ctx = mcp_tunnel_policy::RequestContext {
+            time: 1_700_000_000,
+            ..Default::default()
+        };
+        let bob = mcp_tunnel_policy::Principal::user("bob@example.com");
+        let ask = |tunnel: &str| {
+            e.decide(&mcp_tunnel_policy::Request {
+                principal: &bob,
+                tunnel,
+                method: "tools/list",
+                target: None,
+                args: None,
+                context: &ctx,
+            })
+        };
+        let d = ask("shop");
+        assert!(d.allowed, "{}", d.reason());
+        assert!(!ask("crm").allowed);
+    }
+}
