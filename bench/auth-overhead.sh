@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Tunnel with bearer auth (+ identity assertion) vs --no-auth, same upstream,
-# plain-HTTP front, alternating rounds; prints medians and the ratio.
+# Tunnel with bearer auth + identity assertion + per-message Cedar policy +
+# audit log (everything a production relay does per request) vs --no-auth,
+# same upstream, plain-HTTP front, alternating rounds; prints medians and the
+# ratio. Rate limits are turned off for the load (one identity would hit them).
 #   bench/auth-overhead.sh [ROUNDS] [SECONDS]     (release binaries must be built)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,7 +23,8 @@ start() { # name extra-args...
   sleep 1.5
 }
 start off --no-auth
-start on
+printf '[rate_limits]\nper_identity = 0\nper_tool = 0\n' >"$W/on.toml"
+start on --config "$W/on.toml"
 "$BIN/mcp-relay" users add bench@example.com --state "$W/on" >/dev/null 2>&1
 TOKEN="$("$BIN/mcp-relay" tokens issue --user bench@example.com --tunnel b --ttl 1h --state "$W/on" 2>/dev/null)"
 url() { echo "http://$(python3 -c "import json;print(json.load(open('$W/$1/endpoints.json'))['http'])")/t/b/mcp"; }

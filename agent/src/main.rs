@@ -1266,7 +1266,7 @@ async fn status(json: bool) -> ExitCode {
     } else {
         for a in all {
             println!(
-                "{}  {}  {}  received {}  rejected {}  completed {}  upstream errors {}  cancelled {}  in flight {}",
+                "{}  {}  {}  received {}  rejected {}  refused (assertion) {}  denied (policy) {}  completed {}  upstream errors {}  cancelled {}  in flight {}",
                 a.tunnel,
                 if a.connected {
                     "connected"
@@ -1276,6 +1276,8 @@ async fn status(json: bool) -> ExitCode {
                 a.public_url,
                 a.streams_received,
                 a.streams_rejected,
+                a.streams_refused,
+                a.requests_denied,
                 a.requests_completed,
                 a.upstream_errors,
                 a.requests_cancelled,

@@ -120,6 +120,36 @@ async fn invalid_assertions_never_reach_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_caller_the_owner_never_allowed_is_refused_by_the_agent_itself() {
+    // A relay that forwards what the owner's policy does not allow (broken,
+    // or compromised but holding a valid signing key): the agent decides
+    // again and the upstream sees nothing.
+    let key = RelayKey::new();
+    let relay = FakeRelay::start(key.jwks()).await;
+    let upstream = Upstream::start().await.unwrap();
+    let mut agent = AgentProcess::spawn(&relay, &upstream.mcp_url());
+    let link = relay.accept_agent(Some(key.jwks())).await;
+    agent.wait_for_line("Public MCP URL:");
+    let now = unix_now();
+    let carol = key.sign(&claims_for(
+        "carol@example.com",
+        "boot-p-1",
+        TUNNEL,
+        now,
+        now + 30,
+    ));
+    // The call is answered (a JSON-RPC error written by the agent), not forwarded.
+    assert_eq!(link.request(Some(&carol)).await, Answer::Status(200));
+    let line = agent.wait_for_line("(denied by the owner's policy)");
+    assert!(line.contains("carol@example.com"), "{line}");
+    assert_eq!(upstream.observed.requests.load(Ordering::Relaxed), 0);
+    // The owner (bob, per the fake relay's PolicyUpdate) goes through.
+    let bob = key.sign(&claims("boot-p-2", TUNNEL, now, now + 30));
+    assert_eq!(link.request(Some(&bob)).await, Answer::Status(200));
+    assert_eq!(upstream.observed.requests.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_signing_key_is_fetched_from_the_relay() {
     let old = RelayKey::new();
     let new = RelayKey::new();
@@ -459,11 +489,16 @@ impl RelayKey {
 }
 
 fn claims(rid: &str, tunnel: &str, iat: u64, exp: u64) -> Value {
+    claims_for("bob@example.com", rid, tunnel, iat, exp)
+}
+
+/// The claims of an assertion for `email`.
+fn claims_for(email: &str, rid: &str, tunnel: &str, iat: u64, exp: u64) -> Value {
     json!({
         "iss": ISSUER,
         "aud": format!("urn:mcp-tunnel:tunnel:{tunnel}"),
-        "sub": "user-bob",
-        "email": "bob@example.com",
+        "sub": format!("user-{email}"),
+        "email": email,
         "groups": ["eng"],
         "client_id": "client-1",
         "tunnel": tunnel,

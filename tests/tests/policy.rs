@@ -220,6 +220,22 @@ fn shared_tools_are_all_bob_sees_and_revoking_stops_him_within_a_second() {
         "{audit}"
     );
 
+    // The laptop's own log: what it executed for bob (same request ids as
+    // the relay's records), and the log verifies.
+    std::thread::sleep(Duration::from_millis(200));
+    let local = ok(&agent.local_log(&["-n", "100", "--json"]).unwrap());
+    assert!(
+        local
+            .lines()
+            .any(|l| l.contains(BOB) && l.contains("read_query") && l.contains("\"allow\"")),
+        "{local}"
+    );
+    assert!(
+        !local.contains("write_query"),
+        "the relay refused it: the laptop never saw it\n{local}"
+    );
+    ok(&agent.local_log(&["--verify"]).unwrap());
+
     // The relay's log verifies, and a record edited by hand is named.
     drop((bob, alice));
     let verify = |json: bool| {

@@ -665,6 +665,15 @@ impl Agent {
         self.proc.output()
     }
 
+    /// `mcp-agent log ARGS` on this agent's local log.
+    pub fn local_log(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(bin_path("mcp-agent"))
+            .arg("log")
+            .args(args)
+            .env("MCP_AGENT_LOG_DIR", self.runtime.path().join("logs"))
+            .output()?)
+    }
+
     /// `mcp-agent status --json` for this agent.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         let out = Command::new(bin_path("mcp-agent"))
