@@ -78,11 +78,13 @@ pub enum Kind {
     EnrollToken,
     /// A legacy agent token (`mcpat_…`).
     AgentToken,
+    /// Access to a tunnel shared by its owner (`mcp-agent share`).
+    Grant,
 }
 
 impl Kind {
     /// Every kind, in listing order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Device,
         Kind::OauthClient,
         Kind::MetadataClient,
@@ -93,6 +95,7 @@ impl Kind {
         Kind::DevCa,
         Kind::EnrollToken,
         Kind::AgentToken,
+        Kind::Grant,
     ];
 
     /// The name used on the command line and in listings.
@@ -108,6 +111,7 @@ impl Kind {
             Kind::DevCa => "dev-ca",
             Kind::EnrollToken => "enroll-token",
             Kind::AgentToken => "agent-token",
+            Kind::Grant => "grant",
         }
     }
 
@@ -328,6 +332,7 @@ pub fn collect(
             detail: format!("{e:#}"),
         })?;
     rows.extend(from_agent_tokens(&agent_tokens));
+    rows.extend(from_grants(&store.list_grants(None)?, now));
     sort(&mut rows);
     Ok(rows)
 }
@@ -555,6 +560,33 @@ pub fn from_enroll_tokens<'a>(
     })
 }
 
+/// Share grants: the tunnel and who it is shared with; owned by the owner
+/// who made it.
+pub fn from_grants(
+    grants: &[crate::store::Grant],
+    now: UnixTime,
+) -> impl Iterator<Item = Credential> + '_ {
+    grants.iter().map(move |g| Credential {
+        kind: Kind::Grant,
+        id: g.id.clone(),
+        name: format!(
+            "{} → {}{}",
+            g.tunnel,
+            g.subject,
+            match (&g.tools, g.read_only) {
+                (Some(t), _) => format!(" tools={}", t.join(",")),
+                (None, true) => " read-only".to_owned(),
+                (None, false) => String::new(),
+            }
+        ),
+        owner: g.created_by.clone(),
+        created_at: Some(g.created_at),
+        expires_at: g.expires_at,
+        last_used_at: None,
+        status: lifetime_status(g.revoked_at, g.expires_at, now),
+    })
+}
+
 /// Agent tokens (revoked ones are deleted, so every one listed is active).
 pub fn from_agent_tokens(tokens: &[TokenRecord]) -> impl Iterator<Item = Credential> + '_ {
     tokens.iter().map(|t| Credential {
@@ -732,6 +764,27 @@ pub fn revoke(
                 Err(not_found())
             }
         }
+        Kind::Grant => match store.revoke_grant(id) {
+            Ok(Some(_)) => Ok(Revoked::Now),
+            Ok(None) => {
+                let known = store
+                    .list_grants(None)
+                    .map_err(RevokeError::Store)?
+                    .iter()
+                    .any(|g| g.id.starts_with(id));
+                if known {
+                    Ok(Revoked::Already)
+                } else {
+                    Err(not_found())
+                }
+            }
+            Err(StoreError::Invalid { reason, .. }) => Err(RevokeError::BadId {
+                kind,
+                id: id.to_owned(),
+                reason,
+            }),
+            Err(e) => Err(RevokeError::Store(e)),
+        },
         Kind::SigningKey => Err(RevokeError::NotRevocable(
             "signing keys are replaced, not revoked: run `mcp-relay credentials rotate signing-key` (the old key stays published until tokens it signed expire)",
         )),
@@ -757,6 +810,7 @@ pub fn revoke_effect(kind: Kind) -> &'static str {
         }
         Kind::EnrollToken => "it can no longer enroll a device",
         Kind::AgentToken => "its tunnel names are free for others to claim",
+        Kind::Grant => "a running relay refuses the grantee's next request (within a second)",
         Kind::SigningKey | Kind::DeviceCa | Kind::DevCa => "",
     }
 }

@@ -136,6 +136,15 @@ fn shared_tools_are_all_bob_sees_and_revoking_stops_him_within_a_second() {
         .trim()
         .to_owned();
 
+    // The grant is in the relay's inventory, owned by alice.
+    let inv = relay
+        .cli(&["credentials", "list", "--kind", "grant", "--json"])
+        .unwrap();
+    assert!(
+        inv.contains(&grant) && inv.contains(ALICE) && inv.contains("active"),
+        "{inv}"
+    );
+
     // Bob sees exactly what was shared (SSE list response, filtered).
     let mut bob = Client::start(&relay, &agent.public_url, BOB).unwrap();
     assert_eq!(bob.tools(), ["list_tables", "read_query"]);
