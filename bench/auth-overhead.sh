@@ -19,7 +19,7 @@ start() { # name extra-args...
   for _ in $(seq 100); do [ -s "$W/$n/endpoints.json" ] && break; sleep 0.1; done
   local https; https=$(python3 -c "import json;print(json.load(open('$W/$n/endpoints.json'))['https'].split(':')[-1])")
   MCP_AGENT_RUNTIME_DIR="$W/$n-run" MCP_AGENT_TOKEN="$("$BIN/mcp-relay" agent-tokens create --state "$W/$n" 2>/dev/null)" \
-    "$BIN/mcp-agent" connect --relay "https://localhost:$https" --ca "$W/$n/dev-ca.pem" --name b --upstream "http://$UP/mcp" --quiet >"$W/$n-agent.log" 2>&1 & PIDS+=($!)
+    "$BIN/mcp-agent" connect --relay "https://localhost:$https" --ca "$W/$n/dev-ca.pem" --name b --upstream "http://$UP/mcp" --quiet ${AGENT_EXTRA:-} >"$W/$n-agent.log" 2>&1 & PIDS+=($!)
   sleep 1.5
 }
 start off --no-auth

@@ -145,7 +145,14 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             p.status(404);
             return session_unknown();
         }
-        match authorize(&app, who, tunnel.as_str(), &prepared.method, &prepared.body) {
+        let t_auth = Instant::now();
+        let decided = authorize(&app, who, tunnel.as_str(), &prepared.method, &prepared.body);
+        tracing::trace!(
+            request_id,
+            authorize_us = t_auth.elapsed().as_micros() as u64,
+            "decided"
+        );
+        match decided {
             Ok(allowed) => {
                 list = allowed.list;
                 audit = Some(Pending::new(
@@ -209,9 +216,18 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             );
         }
     };
+    let t_sign = Instant::now();
     let assertion = app.auth.assertion(&caller, &tunnel, request_id);
+    let signed_us = t_sign.elapsed().as_micros() as u64;
     let mut agent = agent;
+    let t_send = Instant::now();
     let mut response = send(&app, &agent, &prepared, request_id, assertion.clone()).await;
+    tracing::trace!(
+        request_id,
+        signed_us,
+        agent_us = t_send.elapsed().as_micros() as u64,
+        "agent answered"
+    );
     // The agent's connection died under the request (a laptop that vanished
     // before the relay noticed): a session it held is gone (404, so the
     // client re-initializes); a new session starts on another device.

@@ -347,18 +347,25 @@ struct Writer {
 }
 
 impl Writer {
-    /// Group commit: block for the first message, take whatever else is
-    /// already queued (up to a batch), commit, repeat. Under light load every
-    /// record is committed as soon as it arrives; under heavy load records
-    /// pile up during each fsync and the next commit takes them all. After a
-    /// failed commit the records are kept and retried every `commit_retry`.
+    /// Group commit: block for the first record, give it `commit_delay` for
+    /// company (or until a batch is full, or someone flushes), commit them in
+    /// one transaction (one fsync), repeat. After a failed commit the records
+    /// are kept and retried every `commit_retry`.
     fn run(mut self) {
         let mut inbox = Inbox::default();
         let mut retry_at: Option<Instant> = None;
         let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+        // When the oldest uncommitted record must be committed.
+        let mut commit_by: Option<Instant> = None;
 
         loop {
-            let wake = retry_at.map_or(next_checkpoint, |t| t.min(next_checkpoint));
+            let mut wake = retry_at.map_or(next_checkpoint, |t| t.min(next_checkpoint));
+            // While a failed commit waits for its retry, only the retry wakes us.
+            if let Some(t) = commit_by
+                && retry_at.is_none()
+            {
+                wake = wake.min(t);
+            }
             match self
                 .rx
                 .recv_timeout(wake.saturating_duration_since(Instant::now()))
@@ -381,12 +388,22 @@ impl Writer {
                 room = room.saturating_sub(1);
             }
 
-            let due = inbox.closing || retry_at.is_none_or(|t| Instant::now() >= t);
+            let now = Instant::now();
+            if inbox.pending.is_empty() {
+                commit_by = None;
+            } else if commit_by.is_none() {
+                commit_by = Some(now + self.options.commit_delay);
+            }
+            let batch_ready = inbox.pending.len() >= self.options.batch_limit
+                || !inbox.waiters.is_empty()
+                || commit_by.is_some_and(|t| now >= t);
+            let due = inbox.closing || (batch_ready && retry_at.is_none_or(|t| now >= t));
             if due && (!inbox.pending.is_empty() || !inbox.waiters.is_empty()) {
                 let result = self.commit_all(&mut inbox.pending);
                 match &result {
                     Ok(()) => {
                         retry_at = None;
+                        commit_by = None;
                         self.shared.commit_failing.store(false, Ordering::Release);
                     }
                     Err(e) => {
