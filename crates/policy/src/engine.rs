@@ -15,6 +15,7 @@ use crate::decision::{Decision, DecisionKind, Explanation, Subject};
 use crate::entities::{self, Node, PrincipalKey, PrincipalNode, TYPES};
 use crate::error::{PolicyError, Problem};
 use crate::grant::{cedar_string, grant_policies};
+use crate::listing::{self, Indexed};
 use crate::model::{Principal, Request, RequestContext, ToolFlags, TunnelSpec};
 use crate::source::{Origin, ParsedPolicy, PolicyInfo, PolicySource, parse_sources};
 
@@ -43,7 +44,7 @@ struct AdminPolicies {
     common_members: Vec<(EntityUid, Policy)>,
     /// Scoped to one principal (`principal == ...`) but no tunnel: evaluated
     /// as an extra set, only for that principal.
-    by_principal: HashMap<PrincipalKey, PolicySet>,
+    by_principal: HashMap<PrincipalKey, Indexed>,
     /// Scoped to one tunnel (`resource == / in Mcp::Tunnel::"x"`): merged into
     /// that tunnel's sets.
     by_tunnel: HashMap<String, Vec<ParsedPolicy>>,
@@ -57,15 +58,15 @@ struct TunnelEntry {
     tunnel_uid: EntityUid,
     tunnel_node: Node,
     /// Tool entities by tool name, with annotations resolved.
-    tools: HashMap<String, Node>,
+    tools: HashMap<String, (ToolFlags, Node)>,
     /// Admin and tunnel policies whose principal scope is open (`principal`,
     /// `principal is T`).
-    base: PolicySet,
+    base: Indexed,
     /// `base` plus the policies naming that principal (`principal == ...`).
-    by_principal: HashMap<PrincipalKey, PolicySet>,
+    by_principal: HashMap<PrincipalKey, Indexed>,
     /// Policies for members of a group, domain or user (`principal in X`),
     /// by X; evaluated only for principals that are in X.
-    by_member: HashMap<EntityUid, PolicySet>,
+    by_member: HashMap<EntityUid, Indexed>,
     /// Info for the tunnel's own policies (admin tunnel-scoped, owner, grants).
     infos: HashMap<PolicyId, Arc<PolicyInfo>>,
 }
@@ -95,6 +96,10 @@ impl Engine {
                 Scope::Any => common.push(p.policy),
             }
         }
+        let by_principal = by_principal
+            .into_iter()
+            .map(|(key, set)| (key, Indexed::new(set)))
+            .collect();
         Ok(Engine {
             admin: Arc::new(AdminPolicies {
                 sources: admin.to_vec(),
@@ -188,7 +193,11 @@ impl Engine {
 
     /// For each tool name, whether `tools/call` on it would be allowed (without
     /// arguments): for filtering `tools/list`. Equivalent to calling
-    /// [`Engine::decide`] per tool, but builds the entities once.
+    /// [`Engine::decide`] per tool, but evaluates one tool per class of tools
+    /// the policies cannot tell apart (same flags, named by the same
+    /// `resource.name` / `resource ==` literals; see `listing.rs`), and only
+    /// the policies that can apply to `tools/call`. When a policy reads the
+    /// tool otherwise, every tool is evaluated on its own.
     pub fn allowed_tools(
         &self,
         principal: &Principal,
@@ -196,7 +205,84 @@ impl Engine {
         ctx: &RequestContext,
         tools: &[&str],
     ) -> Vec<bool> {
-        self.allowed_members(Action::ToolsCall, principal, tunnel, ctx, tools)
+        let denied = || vec![false; tools.len()];
+        let Some(entry) = self.tunnels.get(tunnel) else {
+            return denied();
+        };
+        let key = PrincipalKey::of(principal);
+        let principal = entities::principal_node(principal, &key);
+        let sets = self.sets_for(entry, &key, &principal);
+        let Ok(context) = entities::context(ctx, &[]) else {
+            return denied();
+        };
+        let allowed = |name: &str, store: &Entities| {
+            let uid = entities::uid(&TYPES.tool, &entities::member_id(tunnel, name));
+            cedar_policy::Request::new(
+                principal.uid.clone(),
+                Action::ToolsCall.uid().clone(),
+                uid,
+                context.clone(),
+                None,
+            )
+            .is_ok_and(|request| listing::tool_allowed(&sets, &request, store))
+        };
+        let store = |tools: Vec<Node>| {
+            let mut nodes = Vec::with_capacity(tools.len() + 2);
+            nodes.push(principal.node.clone());
+            nodes.push(entry.tunnel_node.clone());
+            nodes.extend(tools);
+            entities::store(nodes)
+        };
+
+        let views: Option<Vec<_>> = sets.iter().map(|s| s.tools.view()).collect();
+        let Some(views) = views else {
+            // Some policy reads the tool in a way the analysis does not
+            // cover: one evaluation per tool, each against a store holding
+            // only that tool, as `decide` builds it.
+            return tools
+                .iter()
+                .map(|name| store(vec![member_tool(entry, name)]).is_ok_and(|s| allowed(name, &s)))
+                .collect();
+        };
+        // Tools with the same flags and the same atoms (see `listing`) have
+        // the same decision: evaluate one representative per class.
+        let named = views.iter().any(|v| v.names_tools());
+        let mut classes: HashMap<(ToolFlags, Vec<(u32, u32)>), usize> = HashMap::new();
+        let mut representatives: Vec<&str> = Vec::new();
+        let class_of: Vec<usize> = tools
+            .iter()
+            .map(|name| {
+                let flags = entry
+                    .tools
+                    .get(*name)
+                    .map_or(ToolFlags::UNKNOWN, |(flags, _)| *flags);
+                let signature = if named {
+                    views
+                        .iter()
+                        .map(|v| v.signature(name, || entities::member_id(tunnel, name)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let next = representatives.len();
+                *classes.entry((flags, signature)).or_insert_with(|| {
+                    representatives.push(name);
+                    next
+                })
+            })
+            .collect();
+        let nodes = representatives
+            .iter()
+            .map(|name| member_tool(entry, name))
+            .collect();
+        let Ok(store) = store(nodes) else {
+            return denied();
+        };
+        let decisions: Vec<bool> = representatives
+            .iter()
+            .map(|name| allowed(name, &store))
+            .collect();
+        class_of.into_iter().map(|c| decisions[c]).collect()
     }
 
     /// For each prompt name, whether `prompts/get` would be allowed (without
@@ -328,22 +414,27 @@ impl Engine {
             for policy in policies {
                 add(&mut set, policy, &spec.name)?;
             }
-            by_principal.insert(key, set);
+            by_principal.insert(key, Indexed::new(set));
         }
+        let by_member = by_member
+            .into_iter()
+            .map(|(uid, set)| (uid, Indexed::new(set)))
+            .collect();
 
         let tools = spec
             .tools
             .iter()
             .map(|tool| {
-                let node = entities::tool_node(&spec.name, &tool.name, tool.flags());
-                (tool.name.clone(), node)
+                let flags = tool.flags();
+                let node = entities::tool_node(&spec.name, &tool.name, flags);
+                (tool.name.clone(), (flags, node))
             })
             .collect();
         Ok(TunnelEntry {
             tunnel_uid: entities::uid(&TYPES.tunnel, &spec.name),
             tunnel_node: entities::tunnel_node(&spec.name, &owner),
             tools,
-            base,
+            base: Indexed::new(base),
             by_principal,
             by_member,
             infos,
@@ -374,7 +465,7 @@ impl Engine {
         };
         let principal = entities::principal_node(req.principal, &key);
         let sets = self.sets_for(entry, &key, &principal);
-        let evaluated = sets.iter().map(|s| s.num_of_policies()).sum();
+        let evaluated = sets.iter().map(|s| s.set.num_of_policies()).sum();
 
         let principal_uid = principal.uid.clone();
         let (resource_uid, context, store) = match prepare(entry, action, principal, req) {
@@ -459,7 +550,7 @@ impl Engine {
         entry: &'e TunnelEntry,
         key: &PrincipalKey,
         principal: &PrincipalNode,
-    ) -> Vec<&'e PolicySet> {
+    ) -> Vec<&'e Indexed> {
         let mut sets = Vec::with_capacity(4);
         sets.push(entry.by_principal.get(key).unwrap_or(&entry.base));
         if !entry.by_member.is_empty() {
@@ -557,12 +648,12 @@ impl Outcome {
 /// Cedar over the union of `sets`: evaluating disjoint sets separately and
 /// combining is the same as evaluating their union, since a denied response
 /// with reasons means a forbid matched.
-fn evaluate(sets: &[&PolicySet], request: &cedar_policy::Request, store: &Entities) -> Outcome {
+fn evaluate(sets: &[&Indexed], request: &cedar_policy::Request, store: &Entities) -> Outcome {
     let mut permits = Vec::new();
     let mut forbids = Vec::new();
     let mut errors = Vec::new();
     for set in sets {
-        let response = AUTHORIZER.is_authorized(request, set, store);
+        let response = AUTHORIZER.is_authorized(request, &set.set, store);
         let reasons = response.diagnostics().reason().cloned();
         match response.decision() {
             cedar_policy::Decision::Allow => permits.extend(reasons),
@@ -588,10 +679,10 @@ fn evaluate(sets: &[&PolicySet], request: &cedar_policy::Request, store: &Entiti
 }
 
 /// [`evaluate`] reduced to allowed or not, without collecting ids.
-fn allowed(sets: &[&PolicySet], request: &cedar_policy::Request, store: &Entities) -> bool {
+fn allowed(sets: &[&Indexed], request: &cedar_policy::Request, store: &Entities) -> bool {
     let mut permitted = false;
     for set in sets {
-        let response = AUTHORIZER.is_authorized(request, set, store);
+        let response = AUTHORIZER.is_authorized(request, &set.set, store);
         match response.decision() {
             cedar_policy::Decision::Allow => permitted = true,
             cedar_policy::Decision::Deny => {
@@ -645,7 +736,7 @@ fn prepare(
 /// A known tool's prebuilt entity, or an unannotated (destructive) one.
 fn member_tool(entry: &TunnelEntry, name: &str) -> Node {
     match entry.tools.get(name) {
-        Some(node) => node.clone(),
+        Some((_, node)) => node.clone(),
         None => entities::tool_node(&entry.spec.name, name, ToolFlags::UNKNOWN),
     }
 }

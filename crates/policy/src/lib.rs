@@ -120,6 +120,7 @@ mod engine;
 mod entities;
 mod error;
 mod grant;
+mod listing;
 pub mod message;
 mod model;
 mod source;

@@ -92,7 +92,7 @@ impl ToolInfo {
 }
 
 /// Resolved tool annotations, as the `Mcp::Tool` entity attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ToolFlags {
     /// `readOnly`.
     pub read_only: bool,

@@ -1054,3 +1054,130 @@ fn time_fields_are_utc_hour_and_iso_weekday() {
     monday.ctx = ctx_at(T0 - 86_400);
     run_table(&e, &[case(&zoe, "tools/list", None, Permitted), monday]);
 }
+
+/// `allowed_tools` (one evaluation per class of tools, or per tool when a
+/// policy reads the tool in a way the analysis does not cover) equals
+/// `decide` on `tools/call` per tool, over many policy mixes, principals,
+/// contexts and tool lists (known, unknown and repeated names).
+#[test]
+fn allowed_tools_equals_decide_over_policy_mixes() {
+    let admin_policies = [
+        // destructive-forbid with a context condition
+        r#"forbid (principal, action == Mcp::Action::"tools/call", resource)
+           when { resource.destructive && context.client_id != "trusted" };"#,
+        // named by name and by uid, incl. a tool of another tunnel
+        r#"forbid (principal in Mcp::Group::"eng", action, resource)
+           when { resource is Mcp::Tool && (resource.name == "drop" || resource == Mcp::Tool::"laptop/safe_write") };"#,
+        r#"permit (principal in Mcp::Domain::"y.com", action == Mcp::Action::"tools/call", resource == Mcp::Tool::"laptop/mystery");"#,
+        r#"permit (principal, action == Mcp::Action::"tools/call", resource) when { resource in [Mcp::Tool::"laptop/drop", Mcp::Tool::"other/query"] && context.hour >= 12 };"#,
+        // flags and hour
+        r#"permit (principal in Mcp::Group::"sre", action == Mcp::Action::"tools/call", resource)
+           when { resource.readOnly || (resource.annotated && !resource.openWorld) || context.hour < 3 };"#,
+        // context.args: no arguments when listing
+        r#"permit (principal == Mcp::ServiceAccount::"ci", action == Mcp::Action::"tools/call", resource)
+           when { resource.name == "write_query" && context.args.numbers.hasTag("limit") };"#,
+        r#"forbid (principal, action == Mcp::Action::"tools/call", resource)
+           unless { !(resource.name == "list_tables") || context.args.names.isEmpty() };"#,
+        // shapes the analysis does not cover: per-tool evaluation
+        r#"permit (principal in Mcp::Group::"ops", action == Mcp::Action::"tools/call", resource)
+           when { resource.name like "*_query" };"#,
+        r#"forbid (principal in Mcp::Group::"ops", action == Mcp::Action::"tools/call", resource)
+           when { resource.name == context.client_id };"#,
+        r#"permit (principal in Mcp::Group::"lit", action == Mcp::Action::"tools/call", resource)
+           when { Mcp::Tool::"laptop/query".readOnly };"#,
+    ];
+    let owner_policies = [
+        r#"permit (principal == Mcp::User::"carol@y.com", action == Mcp::Action::"tools/call", resource)
+           when { ["query", "drop", "nope"].contains(resource.name) && context.client_id == "inspector" };"#,
+        r#"forbid (principal, action == Mcp::Action::"tools/call", resource)
+           when { resource.name != "query" && principal is Mcp::User && principal.domain == "z.com" };"#,
+        r#"permit (principal is Mcp::User, action, resource) when { principal.email like "*@z.com" && resource is Mcp::Tool && !resource.destructive };"#,
+    ];
+    let grants = || {
+        let mut some = grant("some", "laptop", "bob@x.com");
+        some.tools = Some(vec!["write_query".into(), "drop".into(), "nope".into()]);
+        let mut ro = grant("ro", "laptop", "group:eng");
+        ro.read_only = true;
+        let all = grant("dom", "laptop", "@y.com");
+        let mut late = grant("late", "laptop", "group:sre");
+        late.tools = Some(vec!["mystery".into()]);
+        late.expires_at = Some(T0 + 3600);
+        vec![some, ro, all, late]
+    };
+    let principals = [
+        user(ALICE, &[]),
+        user("bob@x.com", &["eng"]),
+        user("carol@y.com", &["sre"]),
+        user("dan@z.com", &["ops"]),
+        user("erin@x.com", &["lit", "ops"]),
+        user("zed@q.com", &[]),
+        Principal::ServiceAccount { name: "ci".into() },
+    ];
+    let names = [
+        "query",
+        "list_tables",
+        "write_query",
+        "drop",
+        "safe_write",
+        "mystery",
+        "nope",
+        "unknown_query",
+        "inspector",
+        "query",
+    ];
+    let mut contexts = Vec::new();
+    for (time, client) in [
+        (T0, "inspector"),
+        (T0 + 2 * 3600, "trusted"),
+        (T0 + 6 * 3600, "inspector"),
+    ] {
+        let mut ctx = ctx_at(time);
+        ctx.client_id = client.into();
+        contexts.push(ctx);
+    }
+    // Mixes: subsets of the admin and owner policies (bit masks), with and
+    // without grants.
+    let mut mixes = 0;
+    for mask in 0u32..(1 << (admin_policies.len() + owner_policies.len())) {
+        // a spread of subsets, not all 8192
+        if mask.count_ones() > 2 && mask % 97 != 0 {
+            continue;
+        }
+        mixes += 1;
+        let admin: Vec<PolicySource> = admin_policies
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(i, t)| PolicySource::new(format!("admin{i}.cedar"), *t))
+            .collect();
+        let owner: Vec<PolicySource> = owner_policies
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << (admin_policies.len() + i)) != 0)
+            .map(|(i, t)| PolicySource::new(format!("owner{i}.cedar"), *t))
+            .collect();
+        let with_grants = if mask % 3 == 0 { vec![] } else { grants() };
+        let e = engine(&admin, vec![spec("laptop", ALICE, with_grants, owner)]);
+        for who in &principals {
+            for ctx in &contexts {
+                let filtered = e.allowed_tools(who, "laptop", ctx, &names);
+                let one_by_one: Vec<bool> = names
+                    .iter()
+                    .map(|t| {
+                        e.decide(&Request {
+                            principal: who,
+                            tunnel: "laptop",
+                            method: "tools/call",
+                            target: Some(t),
+                            args: None,
+                            context: ctx,
+                        })
+                        .allowed
+                    })
+                    .collect();
+                assert_eq!(filtered, one_by_one, "mask {mask:#b} {who:?} {ctx:?}");
+            }
+        }
+    }
+    assert!(mixes > 150, "{mixes}");
+}
