@@ -44,7 +44,7 @@ async fn list(upstream: &dyn Upstream) -> anyhow::Result<Vec<ToolDescriptor>> {
             "clientInfo": {"name": "mcp-agent (tool catalog)", "version": env!("CARGO_PKG_VERSION")}
         }
     });
-    let (session, reply) = post(upstream, None, &init).await?;
+    let (session, reply) = post_v(upstream, None, PROTOCOL_VERSION, &init).await?;
     let reply = reply.context("the upstream did not answer initialize")?;
     if let Some(e) = reply.get("error") {
         bail!("the upstream refused initialize: {e}");
@@ -103,14 +103,6 @@ async fn list(upstream: &dyn Upstream) -> anyhow::Result<Vec<ToolDescriptor>> {
         let _ = upstream.call(req).await;
     }
     Ok(tools)
-}
-
-async fn post(
-    upstream: &dyn Upstream,
-    session: Option<&str>,
-    msg: &Value,
-) -> anyhow::Result<(Option<String>, Option<Value>)> {
-    post_v(upstream, session, PROTOCOL_VERSION, msg).await
 }
 
 /// POSTs one message; returns the session id the response set and the

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use mcp_tunnel_policy::message::{Message, parse_body};
 use mcp_tunnel_policy::{
-    Engine, Grant, PolicySource, Principal, Request, RequestContext, ToolInfo, TunnelSpec,
+    Engine, Grant, PolicySource, Principal, RequestContext, ToolInfo, TunnelSpec,
 };
 use mcp_tunnel_proto::{PolicyUpdate, ToolDescriptor};
 
@@ -137,13 +137,7 @@ impl AgentPolicy {
             .clone();
         let mut owner_policies: Vec<PolicySource> = self.own.iter().cloned().collect();
         if i.open {
-            owner_policies.push(PolicySource::new(
-                "builtin:dev-token-tunnel",
-                format!(
-                    "@id(\"builtin:dev-open\")\npermit (principal, action, resource in Mcp::Tunnel::{});\n",
-                    serde_json::Value::String(self.tunnel.clone())
-                ),
-            ));
+            owner_policies.push(mcp_tunnel_policy::dev_open_policy(&self.tunnel));
         }
         let spec = TunnelSpec {
             name: self.tunnel.clone(),
@@ -191,15 +185,8 @@ impl AgentPolicy {
                 args: None,
             }],
         };
-        let principal = match &caller.email {
-            Some(e) => Principal::User {
-                email: e.to_ascii_lowercase(),
-                groups: caller.groups.clone(),
-            },
-            None => Principal::ServiceAccount {
-                name: caller.client_id.clone(),
-            },
-        };
+        let principal =
+            Principal::from_identity(caller.email.as_deref(), &caller.groups, &caller.client_id);
         let context = RequestContext {
             client_id: caller.client_id.clone(),
             scopes: Vec::new(),
@@ -218,31 +205,21 @@ impl AgentPolicy {
             args: m.args.clone(),
             policies,
         };
-        let mut policies = Vec::new();
-        for m in &messages {
-            let d = engine.decide(&Request {
-                principal: &principal,
-                tunnel: &self.tunnel,
-                method: &m.method,
-                target: m.target.as_deref(),
-                args: m.args.as_ref(),
-                context: &context,
-            });
-            if !d.allowed {
-                return Err(Box::new(Refusal {
+        match engine.decide_messages(&principal, &self.tunnel, &messages, &context) {
+            Ok(policies) => Ok(messages
+                .first()
+                .map(|m| what(m, policies))
+                .unwrap_or_default()),
+            Err(refusal) => {
+                let (i, d) = *refusal;
+                let m = &messages[i];
+                Err(Box::new(Refusal {
                     what: what(m, d.policies.clone()),
                     id: m.id.clone(),
                     reason: d.reason(),
                     tool_call: m.is_tool_call(),
-                }));
+                }))
             }
-            policies.extend(d.policies);
         }
-        policies.sort();
-        policies.dedup();
-        Ok(messages
-            .first()
-            .map(|m| what(m, policies))
-            .unwrap_or_default())
     }
 }

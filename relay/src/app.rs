@@ -164,8 +164,8 @@ impl App {
         }
     }
 
-    /// Rebuilds every tunnel's policy from the store and tells every agent
-    /// (blocking: call from `spawn_blocking`).
+    /// Brings every tunnel's policy up to date with the store and tells the
+    /// agents of the tunnels that changed (blocking: call from `spawn_blocking`).
     pub fn refresh_all_policy(&self) {
         let owners = self
             .registry
@@ -174,11 +174,15 @@ impl App {
             .map(|(t, o)| (t.as_str().to_owned(), self.owner_from_claim(&o)))
             .collect();
         let now = crate::oauth::token::unix_now() as i64;
-        if let Err(e) = self.policy.refresh_all(self.store.as_ref(), &owners, now) {
-            tracing::error!(error = %format!("{e:#}"), "rebuilding policies failed");
-        }
-        for (_, a) in self.registry.all_online() {
-            a.policy_changed.notify_one();
+        match self.policy.refresh_all(self.store.as_ref(), &owners, now) {
+            Ok(changed) => {
+                for t in changed {
+                    for a in self.registry.agents_of(&t) {
+                        a.policy_changed.notify_one();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "rebuilding policies failed"),
         }
     }
 

@@ -123,30 +123,35 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let mut audit = None;
     let mut list = None;
     if let Some(who) = &who {
-        if let Some(sid) = &session
-            && !app.registry.session_belongs_to(&tunnel, sid, &who.key)
-        {
-            // Another identity's session: as if it did not exist.
-            let what = Allowed {
-                method: method.as_str().to_owned(),
-                ..Default::default()
-            };
-            let mut p = Pending::new(
+        let body_len = prepared.body.len() as u64;
+        let start_audit = |what: &Allowed, decision| {
+            Pending::new(
                 &app,
                 who,
-                rid,
+                rid.clone(),
                 tunnel.as_str(),
-                &what,
-                Decision::Deny,
-                prepared.body.len() as u64,
+                what,
+                decision,
+                body_len,
                 started,
-            );
-            p.reason("the MCP session belongs to another identity".into(), None);
-            p.status(404);
-            return session_unknown();
-        }
+            )
+        };
         let t_auth = Instant::now();
-        let decided = authorize(&app, who, tunnel.as_str(), &prepared.method, &prepared.body);
+        let decided = match &session {
+            // Another identity's session: as if it did not exist.
+            Some(sid) if !app.registry.session_belongs_to(&tunnel, sid, &who.key) => {
+                Err(Box::new(Denied {
+                    response: session_unknown(),
+                    what: Allowed {
+                        method: method.as_str().to_owned(),
+                        ..Default::default()
+                    },
+                    reason: "the MCP session belongs to another identity".into(),
+                    rpc_error: None,
+                }))
+            }
+            _ => authorize(&app, who, tunnel.as_str(), &prepared.method, &prepared.body),
+        };
         tracing::trace!(
             request_id,
             authorize_us = t_auth.elapsed().as_micros() as u64,
@@ -155,16 +160,7 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
         match decided {
             Ok(allowed) => {
                 list = allowed.list;
-                audit = Some(Pending::new(
-                    &app,
-                    who,
-                    rid.clone(),
-                    tunnel.as_str(),
-                    &allowed,
-                    Decision::Allow,
-                    prepared.body.len() as u64,
-                    started,
-                ));
+                audit = Some(start_audit(&allowed, Decision::Allow));
             }
             Err(denied) => {
                 let Denied {
@@ -174,16 +170,7 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
                     rpc_error,
                 } = *denied;
                 tracing::info!(request_id, tunnel = %tunnel, who = %who.name, method = %what.method, target = ?what.target, "denied: {reason}");
-                let mut p = Pending::new(
-                    &app,
-                    who,
-                    rid,
-                    tunnel.as_str(),
-                    &what,
-                    Decision::Deny,
-                    prepared.body.len() as u64,
-                    started,
-                );
+                let mut p = start_audit(&what, Decision::Deny);
                 p.reason(reason, rpc_error);
                 p.status(response.status().as_u16());
                 return response;

@@ -423,6 +423,47 @@ fn admin_forbids_bind_the_owner_and_explain_shows_which_policy_decided() {
     })
     .unwrap();
     let (home, agent) = alice_serves_shop(&relay, &["--allow-writes"]);
+
+    // Bad shares are refused with what to fix (exit 4), and nothing is stored.
+    for (args, says) in [
+        (&["share", "not-an-email"][..], "subject"),
+        (&["share", BOB, "--tunnel", "other"][..], "not yours"),
+        (&["share", BOB, "--expires", "400d"][..], "366 days"),
+        (&["share", BOB, "--tools", ""][..], "tool"),
+        (&["shares", "revoke", "ffffff00"][..], "no live grant"),
+    ] {
+        let out = home.agent(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.to_lowercase().contains(says), "{args:?}: {err}");
+    }
+    assert!(
+        !relay
+            .cli(&["credentials", "list", "--kind", "grant"])
+            .unwrap()
+            .contains(BOB)
+    );
+    // An invalid owner policy stops the agent before it connects, naming the line.
+    let out = home
+        .agent(&[
+            "connect",
+            "--relay",
+            &relay.https_url(),
+            "--name",
+            "shop2",
+            "--db",
+            &home.db(),
+        ])
+        .arg("--ca")
+        .arg(relay.ca_file())
+        .arg("--policy")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", broken.display())), "{err}");
+
     ok(&home.agent(&["share", "group:analysts"]).output().unwrap());
 
     // The owner may not run write_query (destructive) under the admin's forbid.

@@ -24,6 +24,19 @@ static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
 /// Id of the built-in permit that lets a tunnel's owner do everything on it.
 pub const OWNER_POLICY_ID: &str = "builtin:owner";
 
+/// The policy a tunnel with no owning person gets on a `--dev` relay (served
+/// with an agent token): every signed-in caller may use it. Relay and agent
+/// add it the same way.
+pub fn dev_open_policy(tunnel: &str) -> PolicySource {
+    PolicySource::new(
+        "builtin:dev-token-tunnel",
+        format!(
+            "@id(\"builtin:dev-open\")\npermit (principal, action, resource in Mcp::Tunnel::{});\n",
+            cedar_string(tunnel)
+        ),
+    )
+}
+
 /// Authorization decisions for every tunnel of a relay (or the one tunnel of
 /// an agent). Immutable: [`Engine::with_tunnel`] and friends return a new
 /// engine that shares everything unchanged, so cloning is two `Arc` bumps and
@@ -176,6 +189,36 @@ impl Engine {
     /// unless a forbid matches them.
     pub fn decide(&self, req: &Request) -> Decision {
         self.run(req).0
+    }
+
+    /// Decides every message of one HTTP request (a batch, or one message)
+    /// for `principal` on `tunnel`: the ids of the policies that allowed
+    /// them all, or the first refused message's index and its decision.
+    pub fn decide_messages(
+        &self,
+        principal: &Principal,
+        tunnel: &str,
+        messages: &[crate::message::Message],
+        context: &RequestContext,
+    ) -> Result<Vec<String>, Box<(usize, Decision)>> {
+        let mut policies = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let d = self.decide(&Request {
+                principal,
+                tunnel,
+                method: &m.method,
+                target: m.target.as_deref(),
+                args: m.args.as_ref(),
+                context,
+            });
+            if !d.allowed {
+                return Err(Box::new((i, d)));
+            }
+            policies.extend(d.policies);
+        }
+        policies.sort();
+        policies.dedup();
+        Ok(policies)
     }
 
     /// [`Engine::decide`] plus the determining policies' text and source

@@ -128,7 +128,7 @@ mod source;
 pub use action::{is_housekeeping, method_action};
 pub use args::{MAX_ARG_DEPTH, MAX_ARG_KEYS};
 pub use decision::{Decision, DecisionKind, Explanation};
-pub use engine::{Engine, OWNER_POLICY_ID};
+pub use engine::{Engine, OWNER_POLICY_ID, dev_open_policy};
 pub use error::{PolicyError, Problem};
 pub use grant::{Grant, GrantSubject, InvalidSubject, grant_policies};
 pub use model::{

@@ -27,6 +27,22 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// The principal an authenticated caller is: a user when the identity
+    /// has an email (lower-cased), else a service account named by its
+    /// OAuth client id. The relay (from the access token) and the agent
+    /// (from the identity assertion) both build it this way.
+    pub fn from_identity(email: Option<&str>, groups: &[String], client_id: &str) -> Principal {
+        match email {
+            Some(e) => Principal::User {
+                email: e.to_ascii_lowercase(),
+                groups: groups.to_vec(),
+            },
+            None => Principal::ServiceAccount {
+                name: client_id.to_owned(),
+            },
+        }
+    }
+
     /// A user without groups (convenience for tests and tools).
     pub fn user(email: impl Into<String>) -> Principal {
         Principal::User {

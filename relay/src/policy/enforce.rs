@@ -41,25 +41,11 @@ impl Who {
         source_ip: Option<IpAddr>,
         protocol_version: Option<String>,
     ) -> Self {
-        let (principal, key, name) = match &claims.email {
-            Some(e) => {
-                let e = e.to_ascii_lowercase();
-                (
-                    Principal::User {
-                        email: e.clone(),
-                        groups: claims.groups.clone(),
-                    },
-                    e.clone(),
-                    e,
-                )
-            }
-            None => (
-                Principal::ServiceAccount {
-                    name: claims.client_id.clone(),
-                },
-                format!("sa:{}", claims.client_id),
-                claims.client_id.clone(),
-            ),
+        let principal =
+            Principal::from_identity(claims.email.as_deref(), &claims.groups, &claims.client_id);
+        let (key, name) = match &principal {
+            Principal::User { email, .. } => (email.clone(), email.clone()),
+            Principal::ServiceAccount { name } => (format!("sa:{name}"), name.clone()),
         };
         Self {
             principal,
@@ -166,67 +152,10 @@ pub fn authorize(
         }
     };
     let engine = app.policy.engine();
-    let mut policies = Vec::new();
-    for m in &messages {
-        let req = PolicyRequest {
-            principal: &who.principal,
-            tunnel,
-            method: &m.method,
-            target: m.target.as_deref(),
-            args: m.args.as_ref(),
-            context: &who.context,
-        };
-        let d = engine.decide(&req);
-        if !d.allowed {
-            let reason = d.reason();
-            let data = json!({
-                "reason": reason,
-                "policies": d.policies,
-                "tunnel": tunnel,
-                "method": m.wire_method,
-                "target": m.target,
-            });
-            let response = match &m.id {
-                // A refused tool call is a JSON-RPC error the model can read.
-                Some(id) if m.is_tool_call() && messages.len() == 1 => rpc_error_response(
-                    StatusCode::OK,
-                    id,
-                    RPC_FORBIDDEN,
-                    &format!("forbidden: {reason}"),
-                    Some(data),
-                ),
-                Some(id) => rpc_error_response(
-                    StatusCode::FORBIDDEN,
-                    id,
-                    RPC_FORBIDDEN,
-                    &format!("forbidden: {reason}"),
-                    Some(data),
-                ),
-                None => (
-                    StatusCode::FORBIDDEN,
-                    axum::Json(json!({
-                        "error": "forbidden",
-                        "message": reason,
-                        "policies": d.policies,
-                    })),
-                )
-                    .into_response(),
-            };
-            return Err(Box::new(Denied {
-                response,
-                what: Allowed {
-                    method: m.wire_method.clone(),
-                    target: m.target.clone(),
-                    args: m.args.clone(),
-                    policies: d.policies.clone(),
-                    list: None,
-                },
-                reason,
-                rpc_error: m.id.as_ref().map(|_| RPC_FORBIDDEN),
-            }));
-        }
-        policies.extend(d.policies);
-    }
+    let policies = match engine.decide_messages(&who.principal, tunnel, &messages, &who.context) {
+        Ok(p) => p,
+        Err(refusal) => return Err(refused(&messages, refusal.0, &refusal.1, tunnel)),
+    };
     let first = &messages[0];
     let tool = messages
         .iter()
@@ -273,8 +202,6 @@ pub fn authorize(
             rpc_error: first.id.as_ref().map(|_| RPC_RATE_LIMITED),
         }));
     }
-    policies.sort();
-    policies.dedup();
     Ok(Allowed {
         method: first.wire_method.clone(),
         target: first.target.clone(),
@@ -285,6 +212,56 @@ pub fn authorize(
         } else {
             None
         },
+    })
+}
+
+/// The answer to a message policy refused: a JSON-RPC error the model can
+/// read for a lone `tools/call`, else 403 (with a JSON-RPC error body when
+/// the message had an id).
+fn refused(
+    messages: &[Message],
+    i: usize,
+    d: &mcp_tunnel_policy::Decision,
+    tunnel: &str,
+) -> Box<Denied> {
+    let m = &messages[i];
+    let reason = d.reason();
+    let data = json!({
+        "reason": reason,
+        "policies": d.policies,
+        "tunnel": tunnel,
+        "method": m.wire_method,
+        "target": m.target,
+    });
+    let message = format!("forbidden: {reason}");
+    let response = match &m.id {
+        Some(id) if m.is_tool_call() && messages.len() == 1 => {
+            rpc_error_response(StatusCode::OK, id, RPC_FORBIDDEN, &message, Some(data))
+        }
+        Some(id) => rpc_error_response(
+            StatusCode::FORBIDDEN,
+            id,
+            RPC_FORBIDDEN,
+            &message,
+            Some(data),
+        ),
+        None => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": "forbidden", "message": reason, "policies": d.policies})),
+        )
+            .into_response(),
+    };
+    Box::new(Denied {
+        response,
+        what: Allowed {
+            method: m.wire_method.clone(),
+            target: m.target.clone(),
+            args: m.args.clone(),
+            policies: d.policies.clone(),
+            list: None,
+        },
+        reason,
+        rpc_error: m.id.as_ref().map(|_| RPC_FORBIDDEN),
     })
 }
 

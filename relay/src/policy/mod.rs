@@ -26,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
-use mcp_tunnel_policy::{Engine, Grant, GrantSubject, PolicySource, ToolInfo, TunnelSpec};
+use mcp_tunnel_policy::{
+    Engine, Grant, GrantSubject, PolicySource, ToolInfo, TunnelSpec, dev_open_policy,
+};
 use mcp_tunnel_proto::PolicyUpdate;
 
 use crate::store::{Store, UnixTime};
@@ -36,8 +38,9 @@ use crate::store::{Store, UnixTime};
 pub struct PolicyState {
     admin: Vec<PolicySource>,
     engine: RwLock<Arc<Engine>>,
-    /// Serializes rebuilds so two refreshes cannot lose each other's change.
-    rebuilding: Mutex<()>,
+    /// What each tunnel was last built from (a fingerprint of its inputs);
+    /// held while rebuilding, so two refreshes cannot lose each other's change.
+    built: Mutex<HashMap<String, u64>>,
 }
 
 /// Who owns a tunnel, for policy.
@@ -78,17 +81,6 @@ pub fn owner_from_claim(store: &dyn Store, dev: bool, claim: &str) -> Owner {
     if dev { Owner::DevToken } else { Owner::Nobody }
 }
 
-/// What a dev-token tunnel gets instead of an owner.
-fn dev_open_policy(tunnel: &str) -> PolicySource {
-    PolicySource::new(
-        "builtin:dev-token-tunnel",
-        format!(
-            "@id(\"builtin:dev-open\")\npermit (principal, action, resource in Mcp::Tunnel::{});\n",
-            serde_json::Value::String(tunnel.to_owned())
-        ),
-    )
-}
-
 /// One tunnel's inputs, as read from the store.
 #[derive(Debug)]
 struct Inputs {
@@ -112,7 +104,7 @@ impl PolicyState {
         Ok(Self {
             admin,
             engine: RwLock::new(Arc::new(engine)),
-            rebuilding: Mutex::new(()),
+            built: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,15 +121,17 @@ impl PolicyState {
         self.admin.len()
     }
 
-    /// Rebuilds every tunnel from the store (start-up, and whenever the
-    /// store's revision moves). `owners` maps tunnel → owner email.
+    /// Brings every tunnel up to date with the store (start-up, and whenever
+    /// the store's revision moves — which most writes, e.g. OAuth sign-ins,
+    /// do): only tunnels whose inputs changed are rebuilt; their names are
+    /// returned so only their agents are told. `owners` maps tunnel → owner.
     pub fn refresh_all(
         &self,
         store: &dyn Store,
         owners: &HashMap<String, Owner>,
         now: UnixTime,
-    ) -> anyhow::Result<()> {
-        let _guard = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> anyhow::Result<Vec<String>> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         let mut inputs: HashMap<String, Inputs> = HashMap::new();
         let blank = |t: &str| Inputs {
             owner: owners.get(t).cloned().unwrap_or(Owner::Nobody),
@@ -170,12 +164,21 @@ impl PolicyState {
                     .push(g);
             }
         }
-        let mut engine = Engine::new(&self.admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut engine = (*self.engine()).clone();
+        let mut changed = Vec::new();
         for (name, i) in inputs {
-            engine = with_tunnel(&engine, name, i);
+            let print = fingerprint(&i);
+            if built.get(&name) == Some(&print) {
+                continue;
+            }
+            engine = with_tunnel(&engine, name.clone(), i);
+            built.insert(name.clone(), print);
+            changed.push(name);
         }
-        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
-        Ok(())
+        if !changed.is_empty() {
+            *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+        }
+        Ok(changed)
     }
 
     /// Rebuilds one tunnel from the store (after a grant or catalog change).
@@ -186,7 +189,7 @@ impl PolicyState {
         owner: Owner,
         now: UnixTime,
     ) -> anyhow::Result<()> {
-        let _guard = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         let i = Inputs {
             owner,
             policy: store
@@ -207,6 +210,7 @@ impl PolicyState {
                 .filter_map(to_policy_grant)
                 .collect(),
         };
+        built.insert(tunnel.to_owned(), fingerprint(&i));
         let current = self.engine();
         let next = with_tunnel(&current, tunnel.to_owned(), i);
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
@@ -234,6 +238,15 @@ impl PolicyState {
             open: *owner == Owner::DevToken,
         })
     }
+}
+
+/// A fingerprint of a tunnel's inputs (their `Debug` form is complete and
+/// ordered: the store returns rows sorted).
+fn fingerprint(i: &Inputs) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{i:?}").hash(&mut h);
+    h.finish()
 }
 
 /// Parses a stored or reported tool list leniently: an entry that does not
@@ -318,7 +331,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dev_token_tunnels_are_open_to_signed_in_callers_only_there() {
+    fn dev_token_tunnels_are_open_and_only_changed_tunnels_are_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let state = PolicyState::load(&[]).unwrap();
@@ -326,7 +339,16 @@ mod tests {
             ("shop".to_owned(), Owner::DevToken),
             ("crm".to_owned(), Owner::User("alice@example.com".into())),
         ]);
-        state.refresh_all(&store, &owners, 1_700_000_000).unwrap();
+        let mut first = state.refresh_all(&store, &owners, 1_700_000_000).unwrap();
+        first.sort();
+        assert_eq!(first, ["crm", "shop"]);
+        // Nothing changed: nothing rebuilt, no agent told.
+        assert!(
+            state
+                .refresh_all(&store, &owners, 1_700_000_000)
+                .unwrap()
+                .is_empty()
+        );
         let e = state.engine();
         let ctx = mcp_tunnel_policy::RequestContext {
             time: 1_700_000_000,
@@ -346,5 +368,30 @@ mod tests {
         let d = ask("shop");
         assert!(d.allowed, "{}", d.reason());
         assert!(!ask("crm").allowed);
+        // A grant on crm: only crm is rebuilt, and bob may now list there.
+        store
+            .insert_grant(&crate::store::NewGrant {
+                tunnel: "crm".into(),
+                subject: "bob@example.com".into(),
+                tools: None,
+                read_only: true,
+                created_by: "alice@example.com".into(),
+                expires_at: None,
+            })
+            .unwrap();
+        assert_eq!(
+            state.refresh_all(&store, &owners, 1_700_000_000).unwrap(),
+            ["crm"]
+        );
+        let e = state.engine();
+        let d = e.decide(&mcp_tunnel_policy::Request {
+            principal: &bob,
+            tunnel: "crm",
+            method: "tools/list",
+            target: None,
+            args: None,
+            context: &ctx,
+        });
+        assert!(d.allowed, "{}", d.reason());
     }
 }
