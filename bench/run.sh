@@ -1,63 +1,104 @@
 #!/usr/bin/env bash
-# bench/run.sh [--quick]
+# bench/run.sh [--quick] [--only GROUPS]
 #
-# Side-by-side benchmark on one upstream: direct (client -> upstream) vs the
-# tunnel through the relay's plain-HTTP front vs the tunnel through its HTTPS
-# front, at concurrency 1 (latency) and 64 (throughput), plus a raw loopback
-# TCP ping-pong as the physical reference. Contenders are alternated
-# (A B C D A B C D ...) for N rounds and the medians are reported.
+# The side-by-side benchmark suite: our tunnel and SQLite tool against going
+# direct, rathole 0.5 (tcp and noise), bore, and the reference
+# mcp-server-sqlite, in one run, with the raw loopback TCP figures as the
+# physical reference. Contenders are alternated (A B C … A B C …) for N
+# rounds and the medians are reported: one table on stdout, and
+# bench/results/latest.{json,png}.
 #
-# Builds everything it runs (release), starts every process on 127.0.0.1 in
-# a temp dir and stops them all on exit or Ctrl-C. Writes
-# bench/results/latest.json. See bench/README.md.
+# Installs its peers on first use (cargo install / pip into a cache dir, see
+# bench/peers.sh), builds what it runs (release), starts every process on
+# 127.0.0.1 in a temp dir and stops them all on exit or Ctrl-C. See
+# bench/README.md.
 set -euo pipefail
 
 usage() {
-    echo "usage: bench/run.sh [--quick]"
-    echo "  full:    7 rounds x 10 s per contender and scenario (~8 min)"
-    echo "  --quick: 3 rounds x 3 s (~1.5 min)"
-    echo "env: CARGO_TARGET_DIR (default <repo>/target); BENCH_NO_BUILD=1 reuses the binaries already built there"
+    cat <<'EOF'
+usage: bench/run.sh [--quick] [--only GROUPS]
+  full:     5 rounds x 8 s per contender and request scenario, SSE 1k+10k,
+            idle agents 1k+10k, reconnect 1k, SQLite 5 rounds (~20 min)
+  --quick:  3 rounds x 1.5 s, the same sizes with shorter idle windows (~5 min)
+  --only:   comma-separated subset of: requests,sse,swarm,sqlite (default: all)
+env: CARGO_TARGET_DIR (default <repo>/target); BENCH_NO_BUILD=1 reuses the
+     binaries already built there; BENCH_CACHE (default ~/.cache/mcp-tunnel-bench)
+     holds the peers.
+EOF
 }
 
-MODE=full ROUNDS=7 DURATION=10 WARMUP=1 TCP_DURATION=3
-case "${1:-}" in
-    "") ;;
-    --quick) MODE=quick ROUNDS=3 DURATION=3 WARMUP=0.5 TCP_DURATION=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
-esac
+MODE=full ROUNDS=5 DURATION=8 WARMUP=1 BULK_DURATION=3 IDLE_SECS=10 SQLITE_SECONDS=3
+ONLY=requests,sse,swarm,sqlite
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) MODE=quick ROUNDS=3 DURATION=1.5 WARMUP=0.3 BULK_DURATION=1 IDLE_SECS=4 SQLITE_SECONDS=1 ;;
+        --only)
+            [ $# -ge 2 ] || { usage >&2; exit 2; }
+            ONLY=$2
+            shift
+            ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+    shift
+done
+for g in ${ONLY//,/ }; do
+    case "$g" in requests | sse | swarm | sqlite) ;; *) echo "unknown group in --only: $g" >&2; exit 2 ;; esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
+BULK_BYTES=$((64 * 1024 * 1024))
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$CARGO_TARGET_DIR/release"
 RESULTS="$HERE/results"
 TUNNEL=bench
+STARTED=$SECONDS
 
 # Settings from the caller's environment must not change what is measured.
 while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^MCP_(RELAY|AGENT)_' || true)
-export RUST_LOG=info
+export RUST_LOG=warn
 
-log() { printf '==> %s\n' "$*" >&2; }
+log() { printf '==> [%4ds] %s\n' "$((SECONDS - STARTED))" "$*" >&2; }
+
+# 10,000 SSE streams and 10,000 agents need far more than the usual 1,024
+# descriptors (each SSE stream is a client socket, a relay socket, an agent
+# socket and an upstream socket).
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt 24000 ]; then
+    log "the open-file hard limit is $hard; 10,000-stream scenarios need ~24,000 (raise it, e.g. LimitNOFILE / ulimit -Hn)"
+fi
+ulimit -n "$hard" 2>/dev/null || true
+
+# shellcheck source=bench/peers.sh
+source "$HERE/peers.sh"
+log "peers: rathole, bore, mcp-server-sqlite (installed once into $PEERS_CACHE)"
+peers_install
 
 if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
     log "BENCH_NO_BUILD=1: using the binaries in $BIN"
 else
-    log "building release binaries: mcp-relay, mcp-agent, bench (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     (cd "$ROOT" && cargo build --release --quiet -p mcp-relay -p mcp-agent -p mcp-tunnel-bench)
 fi
-for b in mcp-relay mcp-agent bench-upstream loadgen bench-report; do
+for b in mcp-relay mcp-agent bench-upstream loadgen bench-report sse-bench swarm-bench sqlite-bench; do
     [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build it, or drop BENCH_NO_BUILD)"; exit 1; }
 done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench.XXXXXX")"
 PIDS=()
 
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_all
     # Show why a run failed; an interrupt (130/143) needs no post-mortem.
     if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ "$status" -ne 143 ]; then
         for f in "$WORK"/*.log; do
@@ -94,77 +135,152 @@ json_str() {
     grep -o "\"$1\"[[:space:]]*:[[:space:]]*\"[^\"]*\"" "$2" | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/'
 }
 
-log "starting bench-upstream"
-"$BIN/bench-upstream" --listen 127.0.0.1:0 >"$WORK/upstream.addr" 2>"$WORK/upstream.log" &
-PIDS+=($!)
-wait_for "bench-upstream" "$!" test -s "$WORK/upstream.addr"
-UPSTREAM="$(head -n 1 "$WORK/upstream.addr")"
-
-log "starting mcp-relay (dev)"
-STATE="$WORK/relay-state"
-mkdir -p "$STATE" "$WORK/xdg-config"
-XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" serve --dev --state "$STATE" \
-    --https 127.0.0.1:0 --quic 127.0.0.1:0 --http 127.0.0.1:0 --no-auth >"$WORK/relay.log" 2>&1 &
-PIDS+=($!)
-wait_for "mcp-relay" "$!" test -s "$STATE/endpoints.json"
-RELAY_HTTP="$(json_str http "$STATE/endpoints.json")"
-PUBLIC_URL="$(json_str public_url "$STATE/endpoints.json")"
-
-TOKEN="$(XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" agent-tokens create --state "$STATE" --label bench 2>>"$WORK/relay.log")"
-
-log "starting mcp-agent"
-mkdir -p -m 700 "$WORK/agent-run"
-MCP_AGENT_RUNTIME_DIR="$WORK/agent-run" MCP_AGENT_TOKEN="$TOKEN" XDG_CONFIG_HOME="$WORK/xdg-config" \
-    "$BIN/mcp-agent" connect --relay "$PUBLIC_URL" --ca "$STATE/dev-ca.pem" --name "$TUNNEL" \
-    --upstream "http://$UPSTREAM/mcp" --quiet >"$WORK/agent.out" 2>"$WORK/agent.log" &
-PIDS+=($!)
-wait_for "mcp-agent" "$!" grep -q "Public MCP URL" "$WORK/agent.out"
-unset TOKEN
-
-declare -A URL=(
-    [direct]="http://$UPSTREAM/mcp"
-    [http]="http://$RELAY_HTTP/t/$TUNNEL/mcp"
-    [https]="$PUBLIC_URL/t/$TUNNEL/mcp"
-)
-log "direct: ${URL[direct]}  tunnel/http: ${URL[http]}  tunnel/https: ${URL[https]}"
+# start_tunnel NAME RELAY-ARGS...: a dev relay with its state in $WORK/NAME
+# and one agent serving the upstream as tunnel $TUNNEL.
+start_tunnel() {
+    local name=$1 state="$WORK/$1"
+    shift
+    mkdir -p "$state" "$WORK/xdg-config"
+    XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" serve --dev --state "$state" \
+        --https 127.0.0.1:0 --quic 127.0.0.1:0 --http 127.0.0.1:0 "$@" >"$WORK/$name-relay.log" 2>&1 &
+    PIDS+=($!)
+    wait_for "mcp-relay ($name)" "$!" test -s "$state/endpoints.json"
+    local token
+    token="$(XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" agent-tokens create --state "$state" --label bench 2>>"$WORK/$name-relay.log")"
+    mkdir -p -m 700 "$WORK/$name-run"
+    MCP_AGENT_RUNTIME_DIR="$WORK/$name-run" MCP_AGENT_TOKEN="$token" XDG_CONFIG_HOME="$WORK/xdg-config" \
+        MCP_AGENT_LOG_DIR="$WORK/$name-agent-logs" \
+        "$BIN/mcp-agent" connect --relay "$(json_str public_url "$state/endpoints.json")" \
+        --ca "$state/dev-ca.pem" --name "$TUNNEL" --upstream "http://$UPSTREAM/mcp" --quiet \
+        >"$WORK/$name-agent.out" 2>"$WORK/$name-agent.log" &
+    PIDS+=($!)
+    wait_for "mcp-agent ($name)" "$!" grep -q "Public MCP URL" "$WORK/$name-agent.out"
+}
 
 ROUNDS_FILE="$WORK/rounds.jsonl"
 : >"$ROUNDS_FILE"
+EXTRA_ARGS=()
 
-# measure SCENARIO CONCURRENCY CONTENDER ROUND
-measure() {
-    local scenario=$1 conc=$2 who=$3 round=$4 args line
-    case "$who" in
-        tcp) args=(--tcp-rtt --duration "$TCP_DURATION") ;;
-        https) args=(--url "${URL[https]}" --ca "$STATE/dev-ca.pem" --duration "$DURATION") ;;
-        *) args=(--url "${URL[$who]}" --duration "$DURATION") ;;
-    esac
-    # In the background so Ctrl-C/TERM reach the trap at once.
-    "$BIN/loadgen" "${args[@]}" --concurrency "$conc" --warmup "$WARMUP" \
-        >"$WORK/loadgen.out" 2>>"$WORK/loadgen.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! wait "$pid"; then
-        log "loadgen failed: $scenario $who round $round"
-        return 1
-    fi
-    line="$(head -n 1 "$WORK/loadgen.out")"
-    printf '{"scenario":"%s","contender":"%s","round":%d,"result":%s}\n' \
-        "$scenario" "$who" "$round" "$line" >>"$ROUNDS_FILE"
-    printf '    %-4s round %d/%d  %-6s %s\n' "$scenario" "$round" "$ROUNDS" "$who" "$line" >&2
-}
+if want requests; then
+    log "starting bench-upstream, our two relays, rathole (tcp, noise) and bore"
+    "$BIN/bench-upstream" --listen 127.0.0.1:0 >"$WORK/upstream.addr" 2>"$WORK/upstream.log" &
+    PIDS+=($!)
+    wait_for "bench-upstream" "$!" test -s "$WORK/upstream.addr"
+    UPSTREAM="$(head -n 1 "$WORK/upstream.addr")"
 
-log "measuring ($MODE: $ROUNDS rounds x ${DURATION} s, warm-up ${WARMUP} s; contenders alternated)"
-for spec in c1:1 c64:64; do
-    scenario=${spec%%:*} conc=${spec##*:}
-    for round in $(seq "$ROUNDS"); do
-        for who in direct http https tcp; do
-            measure "$scenario" "$conc" "$who" "$round"
+    # Ours, auth off, plain-HTTP front.
+    start_tunnel open --no-auth
+    # Ours as deployed: OAuth bearer token checked on every request, the
+    # identity assertion signed for and verified by the agent, Cedar policy
+    # decided at the relay and again at the agent, audit records written on
+    # both sides. Rate limits off: one identity drives all the load.
+    printf '[rate_limits]\nper_identity = 0\nper_tool = 0\n' >"$WORK/auth.toml"
+    start_tunnel auth --config "$WORK/auth.toml"
+    XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" users add bench@example.com --state "$WORK/auth" >/dev/null 2>>"$WORK/auth-relay.log"
+    BEARER="$(XDG_CONFIG_HOME="$WORK/xdg-config" "$BIN/mcp-relay" tokens issue --user bench@example.com \
+        --tunnel "$TUNNEL" --ttl 2h --state "$WORK/auth" 2>>"$WORK/auth-relay.log")"
+
+    declare -A URL=(
+        [direct]="http://$UPSTREAM/mcp"
+        [tunnel-http]="http://$(json_str http "$WORK/open/endpoints.json")/t/$TUNNEL/mcp"
+        [tunnel-https-auth]="$(json_str public_url "$WORK/auth/endpoints.json")/t/$TUNNEL/mcp"
+    )
+    peers_start_rathole tcp "$UPSTREAM" "$WORK"
+    URL[rathole-tcp]=$PEER_URL
+    peers_start_rathole noise "$UPSTREAM" "$WORK"
+    URL[rathole-noise]=$PEER_URL
+    peers_start_bore "$UPSTREAM" "$WORK"
+    URL[bore]=$PEER_URL
+    for c in direct rathole-tcp rathole-noise bore tunnel-http tunnel-https-auth; do
+        log "  $c: ${URL[$c]}"
+    done
+
+    # measure SCENARIO CONTENDER ROUND LOADGEN-ARGS...
+    measure() {
+        local scenario=$1 who=$2 round=$3 line
+        shift 3
+        local args=("$@")
+        case "$who" in
+            tcp) args+=(--tcp-rtt) ;;
+            tunnel-https-auth) args+=(--url "${URL[$who]}" --ca "$WORK/auth/dev-ca.pem") ;;
+            *) args+=(--url "${URL[$who]}") ;;
+        esac
+        # In the background so Ctrl-C/TERM reach the trap at once.
+        if [ "$who" = tunnel-https-auth ]; then
+            LOADGEN_BEARER="$BEARER" "$BIN/loadgen" "${args[@]}" >"$WORK/loadgen.out" 2>>"$WORK/loadgen.log" &
+        else
+            "$BIN/loadgen" "${args[@]}" >"$WORK/loadgen.out" 2>>"$WORK/loadgen.log" &
+        fi
+        local pid=$!
+        if ! wait "$pid"; then
+            log "loadgen failed: $scenario $who round $round"
+            return 1
+        fi
+        line="$(head -n 1 "$WORK/loadgen.out")"
+        printf '{"scenario":"%s","contender":"%s","round":%d,"result":%s}\n' \
+            "$scenario" "$who" "$round" "$line" >>"$ROUNDS_FILE"
+        printf '    %-5s %d/%d %-18s %s\n' "$scenario" "$round" "$ROUNDS" "$who" "$line" >&2
+    }
+
+    CONTENDERS=(direct rathole-tcp rathole-noise bore tunnel-http tunnel-https-auth)
+    log "request scenarios ($MODE: $ROUNDS rounds x ${DURATION} s, warm-up ${WARMUP} s; contenders alternated)"
+    for spec in c1:1 c64:64 c256:256; do
+        scenario=${spec%%:*} conc=${spec##*:}
+        extra=()
+        [ "$conc" -le 64 ] && extra=(tcp)
+        for round in $(seq "$ROUNDS"); do
+            for who in "${CONTENDERS[@]}" "${extra[@]}"; do
+                measure "$scenario" "$who" "$round" -c "$conc" -d "$DURATION" --warmup "$WARMUP"
+            done
         done
     done
-done
+    log "bulk: one stream of $((BULK_BYTES >> 20)) MiB responses, ${BULK_DURATION} s per contender and round"
+    for round in $(seq "$ROUNDS"); do
+        for who in "${CONTENDERS[@]}" tcp; do
+            measure bulk "$who" "$round" --bulk "$BULK_BYTES" -c 1 -d "$BULK_DURATION" --warmup 0.2
+        done
+    done
+    # The other scenarios want the machine to themselves.
+    stop_all
+fi
+
+if want sse; then
+    log "SSE fan-out: 1,000 and 10,000 streams through one tunnel"
+    "$BIN/sse-bench" --relay-bin "$BIN/mcp-relay" --agent-bin "$BIN/mcp-agent" \
+        --streams 1000,10000 --json "$WORK/sse.json" >/dev/null 2>"$WORK/sse-bench.log" &
+    PIDS+=($!)
+    wait "$!" || { log "sse-bench failed"; tail -n 30 "$WORK/sse-bench.log" >&2; exit 1; }
+    grep -v '^\s*$' "$WORK/sse-bench.log" | tail -n 8 | sed 's/^/    /' >&2
+    EXTRA_ARGS+=(--sse "$WORK/sse.json")
+fi
+
+if want swarm; then
+    log "idle agents (1,000 and 10,000) and a relay restart under 1,000 agents"
+    "$BIN/swarm-bench" --relay-bin "$BIN/mcp-relay" --agents 1000,10000 --reconnect-agents 1000 \
+        --idle-secs "$IDLE_SECS" --json "$WORK/swarm.json" >/dev/null 2>"$WORK/swarm-bench.log" &
+    PIDS+=($!)
+    wait "$!" || { log "swarm-bench failed"; tail -n 30 "$WORK/swarm-bench.log" >&2; exit 1; }
+    grep -v '^\s*$' "$WORK/swarm-bench.log" | tail -n 8 | sed 's/^/    /' >&2
+    EXTRA_ARGS+=(--swarm "$WORK/swarm.json")
+fi
+
+if want sqlite; then
+    log "SQLite tool: ours vs mcp-server-sqlite, $ROUNDS rounds"
+    "$BIN/sqlite-bench" --agent "$BIN/mcp-agent" --reference "$(peers_reference_sqlite)" \
+        --rounds "$ROUNDS" --seconds "$SQLITE_SECONDS" --json "$WORK/sqlite.json" \
+        >"$WORK/sqlite-bench.out" 2>"$WORK/sqlite-bench.log" &
+    PIDS+=($!)
+    wait "$!" || { log "sqlite-bench failed"; tail -n 30 "$WORK/sqlite-bench.log" >&2; exit 1; }
+    EXTRA_ARGS+=(--sqlite "$WORK/sqlite.json")
+fi
 
 echo >&2
+mkdir -p "$RESULTS"
 "$BIN/bench-report" --rounds "$ROUNDS_FILE" --out "$RESULTS/latest.json" --mode "$MODE" \
-    --rounds-per-contender "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP"
-log "wrote ${RESULTS#"$ROOT"/}/latest.json"
+    --rounds-per-contender "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
+    --bulk-bytes "$BULK_BYTES" "${EXTRA_ARGS[@]}"
+if "$(peers_python)" "$HERE/chart.py" "$RESULTS/latest.json" "$RESULTS/latest.png" 2>"$WORK/chart.log"; then
+    log "wrote ${RESULTS#"$ROOT"/}/latest.json and latest.png in $((SECONDS - STARTED)) s"
+else
+    log "wrote ${RESULTS#"$ROOT"/}/latest.json; the chart failed: $(tail -n 1 "$WORK/chart.log")"
+fi

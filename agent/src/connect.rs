@@ -49,6 +49,10 @@ pub struct ConnectConfig {
     pub policy: Option<mcp_tunnel_policy::PolicySource>,
     /// Keep the local log of executed requests (`mcp-agent log`).
     pub local_log: bool,
+    /// Request streams the relay may have open to this agent at once
+    /// (`--max-streams`, default
+    /// [`mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS`]).
+    pub max_streams: u32,
 }
 
 /// The agent's credential.
@@ -139,7 +143,7 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
                 .context("building the QUIC TLS config")?;
             let mut c = quinn::ClientConfig::new(Arc::new(crypto));
             c.transport_config(mcp_tunnel_transport::quic::agent_transport(
-                mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
+                config.max_streams,
             ));
             Ok(c)
         }

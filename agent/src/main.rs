@@ -504,6 +504,17 @@ struct ConnectArgs {
     /// Don't keep the local log of executed requests (`mcp-agent log`).
     #[arg(long)]
     no_local_log: bool,
+    /// Requests (QUIC streams) the relay may have open to this agent at
+    /// once, 1-65535. Every open SSE stream holds one until it ends; the
+    /// relay's own limit is `[limits] max_streams_per_tunnel`.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "MCP_AGENT_MAX_STREAMS",
+        default_value_t = mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS,
+        value_parser = clap::value_parser!(u32).range(1..=65535),
+    )]
+    max_streams: u32,
     /// Environment variable for the --stdio child: NAME=VALUE, or
     /// NAME=secret:KEY for a secret stored with `mcp-agent secrets set KEY`
     /// (repeatable).
@@ -708,6 +719,7 @@ fn connect_config(args: ConnectArgs) -> anyhow::Result<ConnectConfig> {
         runtime_dir: None,
         policy,
         local_log: !args.no_local_log,
+        max_streams: args.max_streams,
     })
 }
 
@@ -1344,4 +1356,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_streams(extra: &[&str]) -> Result<u32, clap::Error> {
+        let argv = ["mcp-agent", "connect"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Connect(args) => Ok(args.max_streams),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_streams_defaults_to_the_transport_default_and_is_range_checked() {
+        assert_eq!(
+            max_streams(&[]).unwrap(),
+            mcp_tunnel_transport::quic::AGENT_MAX_INCOMING_STREAMS
+        );
+        assert_eq!(max_streams(&["--max-streams", "20000"]).unwrap(), 20_000);
+        assert_eq!(max_streams(&["--max-streams", "65535"]).unwrap(), 65_535);
+        for bad in ["0", "65536", "-1", "many"] {
+            let e = max_streams(&[&format!("--max-streams={bad}")]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(e.to_string().contains("--max-streams"), "{e}");
+        }
+    }
 }

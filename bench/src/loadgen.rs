@@ -40,6 +40,10 @@ pub struct Target {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     /// `Authorization` header to send (from `LOADGEN_BEARER`, for auth-on runs).
     authorization: Option<HeaderValue>,
+    /// The request body every worker sends.
+    body: Bytes,
+    /// Bulk runs: the response text must be at least this long.
+    bulk: Option<u64>,
 }
 
 impl Target {
@@ -98,7 +102,18 @@ impl Target {
             addrs,
             tls,
             authorization,
+            body: Bytes::from_static(REQUEST_BODY.as_bytes()),
+            bulk: None,
         })
+    }
+
+    /// Makes every request a bulk `tools/call` asking the bench upstream for
+    /// `bytes` bytes of text (see [`crate::upstream::bulk_request`]); a
+    /// response shorter than that counts as an error.
+    pub fn with_bulk(mut self, bytes: u64) -> Self {
+        self.body = Bytes::from(crate::upstream::bulk_request(bytes));
+        self.bulk = Some(bytes);
+        self
     }
 }
 
@@ -118,9 +133,16 @@ impl std::fmt::Debug for Target {
 /// response, so a misrouted run fails loudly instead of timing 404s.
 pub async fn probe(target: &Arc<Target>) -> anyhow::Result<()> {
     let mut conn = Conn::open(target).await?;
-    let (status, body) = conn
-        .send(target, Bytes::from_static(REQUEST_BODY.as_bytes()))
-        .await?;
+    let (status, body) = conn.send(target).await?;
+    if let Some(want) = target.bulk {
+        if !status.is_success() || (body.len() as u64) < want {
+            bail!(
+                "bulk probe got {status} and {} bytes, want {want}",
+                body.len()
+            );
+        }
+        return Ok(());
+    }
     let text = String::from_utf8_lossy(&body);
     if !status.is_success() || !text.contains("\"jsonrpc\"") {
         bail!("probe request got {status}: {text}");
@@ -158,11 +180,15 @@ impl Exchange for HttpClient {
             Some(c) => c,
             None => self.conn.insert(Conn::open(&self.target).await?),
         };
-        match conn
-            .send(&self.target, Bytes::from_static(REQUEST_BODY.as_bytes()))
-            .await
-        {
-            Ok((status, _)) => Ok(status.is_success()),
+        let result = match self.target.bulk {
+            None => conn.send(&self.target).await.map(|(s, _)| s.is_success()),
+            Some(want) => conn
+                .send_counting(&self.target)
+                .await
+                .map(|(s, n)| s.is_success() && n >= want),
+        };
+        match result {
+            Ok(ok) => Ok(ok),
             Err(e) => {
                 self.conn = None;
                 Err(e)
@@ -203,7 +229,38 @@ impl Conn {
         Ok(Self { sender, driver })
     }
 
-    async fn send(&mut self, target: &Target, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
+    async fn send(&mut self, target: &Target) -> anyhow::Result<(StatusCode, Bytes)> {
+        let resp = self.request(target).await?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response body")?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends the request and reads the response body frame by frame,
+    /// returning only its length (bulk runs: nothing is kept).
+    async fn send_counting(&mut self, target: &Target) -> anyhow::Result<(StatusCode, u64)> {
+        let resp = self.request(target).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("reading the response body")?;
+            if let Some(data) = frame.data_ref() {
+                n += data.len() as u64;
+            }
+        }
+        Ok((status, n))
+    }
+
+    async fn request(
+        &mut self,
+        target: &Target,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let req = Request::post(target.path.clone())
             .header(HOST, target.host.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -215,17 +272,11 @@ impl Conn {
             Some(a) => req.header(hyper::header::AUTHORIZATION, a.clone()),
             None => req,
         };
-        let req = req.body(Full::new(body)).context("building the request")?;
+        let req = req
+            .body(Full::new(target.body.clone()))
+            .context("building the request")?;
         self.sender.ready().await.context("connection closed")?;
-        let resp = self.sender.send_request(req).await.context("sending")?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .context("reading the response body")?
-            .to_bytes();
-        Ok((status, body))
+        self.sender.send_request(req).await.context("sending")
     }
 }
 

@@ -4,41 +4,60 @@
 //! Contenders are run alternately (A B C A B C …), so slow drift on a shared
 //! machine hits all of them alike; the median over rounds then drops the odd
 //! round that a neighbour's burst of work spoiled.
+//!
+//! The request scenarios (`c1`, `c64`, `c256`, `bulk`) come as rounds; the
+//! scenarios that run as one program each (`sse-bench`, `swarm-bench`,
+//! `sqlite-bench`) come as their own JSON and are shown and judged here too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::summary::Summary;
 
-/// Target for added median latency over the plain-HTTP front, in µs.
-pub const TARGET_ADDED_P50_US: f64 = 150.0;
-/// Target throughput at concurrency 64 over the plain-HTTP front, in req/s.
-pub const TARGET_RPS_C64: f64 = 30_000.0;
-/// The figure the targets were set from.
-pub const REFERENCE: &str =
-    "rathole 0.5 + Noise on this machine: ~33,000 req/s at c=64, added p50 ~50 µs";
-
-/// Contender names as `run.sh` records them, in table order.
+/// Straight to the upstream.
 pub const DIRECT: &str = "direct";
-/// Through the tunnel via the relay's plain-HTTP front.
-pub const TUNNEL_HTTP: &str = "http";
-/// Through the tunnel via the relay's HTTPS front.
-pub const TUNNEL_HTTPS: &str = "https";
-/// Raw loopback TCP ping-pong.
+/// rathole 0.5, TCP transport.
+pub const RATHOLE_TCP: &str = "rathole-tcp";
+/// rathole 0.5, Noise transport (encrypted, like ours).
+pub const RATHOLE_NOISE: &str = "rathole-noise";
+/// bore.
+pub const BORE: &str = "bore";
+/// Our tunnel through the relay's plain-HTTP front, auth off.
+pub const TUNNEL_HTTP: &str = "tunnel-http";
+/// Our tunnel through the HTTPS front with OAuth bearer auth, Cedar policy
+/// and the audit log on: what a production relay does per request.
+pub const TUNNEL_AUTH: &str = "tunnel-https-auth";
+/// Raw loopback TCP (the physical reference).
 pub const TCP: &str = "tcp";
-/// Scenario names as `run.sh` records them.
-pub const LATENCY: &str = "c1";
-/// The throughput scenario.
-pub const THROUGHPUT: &str = "c64";
+
+/// Contenders of the request scenarios in table order, with their column titles.
+pub const CONTENDERS: [(&str, &str); 6] = [
+    (DIRECT, "direct"),
+    (RATHOLE_TCP, "rathole/tcp"),
+    (RATHOLE_NOISE, "rathole/noise"),
+    (BORE, "bore"),
+    (TUNNEL_HTTP, "ours/http"),
+    (TUNNEL_AUTH, "ours/https+auth"),
+];
+
+/// Concurrency 1: latency.
+pub const C1: &str = "c1";
+/// Concurrency 64: rate.
+pub const C64: &str = "c64";
+/// Concurrency 256: rate.
+pub const C256: &str = "c256";
+/// One large streamed response at a time.
+pub const BULK: &str = "bulk";
 
 /// One measurement: one contender in one scenario in one round.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Round {
-    /// `c1` or `c64`.
+    /// `c1`, `c64`, `c256` or `bulk`.
     pub scenario: String,
-    /// `direct`, `http`, `https` or `tcp`.
+    /// One of [`CONTENDERS`] or [`TCP`].
     pub contender: String,
     /// 1-based round number.
     pub round: u32,
@@ -55,6 +74,9 @@ pub struct Machine {
     pub cpu_model: String,
     /// Kernel release.
     pub kernel: String,
+    /// Total memory, MiB.
+    #[serde(default)]
+    pub mem_mib: u64,
 }
 
 impl Machine {
@@ -71,10 +93,18 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
+        let mem_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(0, |kib| kib / 1024);
         Self {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu_model,
             kernel,
+            mem_mib,
         }
     }
 }
@@ -86,10 +116,13 @@ pub struct RunInfo {
     pub mode: String,
     /// Rounds per contender.
     pub rounds: u32,
-    /// Measured seconds per round.
+    /// Measured seconds per round of the request-rate scenarios.
     pub duration_s: f64,
     /// Warm-up seconds per round (not measured).
     pub warmup_s: f64,
+    /// Size of each bulk response, bytes.
+    #[serde(default)]
+    pub bulk_bytes: u64,
 }
 
 /// One contender in one scenario.
@@ -101,30 +134,56 @@ pub struct Contender {
     pub rounds: Vec<Summary>,
 }
 
-/// Tunnel-vs-direct figures for one front, from the medians.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Comparison {
-    /// Tunnel p50 − direct p50 at concurrency 1, µs.
-    pub added_p50_us: f64,
-    /// Tunnel p99 − direct p99 at concurrency 1, µs.
-    pub added_p99_us: f64,
-    /// Tunnel req/s ÷ direct req/s at concurrency 1.
-    pub rps_ratio_c1: f64,
-    /// Tunnel req/s at concurrency 64.
-    pub rps_c64: f64,
-    /// Tunnel req/s ÷ direct req/s at concurrency 64.
-    pub rps_ratio_c64: f64,
-    /// Tunnel p99 ÷ direct p99 at concurrency 64.
-    pub p99_ratio_c64: f64,
+/// One of the targets, judged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    /// What is aimed for, in words.
+    pub goal: String,
+    /// The measured figure, in the unit of `limit`.
+    pub value: Option<f64>,
+    /// The bound.
+    pub limit: f64,
+    /// `true` if `value` must be at least `limit`, `false` if at most.
+    pub at_least: bool,
+    /// How `value` was obtained.
+    pub how: String,
+    /// `Some(true)` met, `Some(false)` missed, `None` not measured.
+    pub pass: Option<bool>,
 }
 
-/// Whether the plain-HTTP front met the targets.
+impl Target {
+    fn new(goal: &str, value: Option<f64>, limit: f64, at_least: bool, how: &str) -> Self {
+        let value = value.filter(|v| v.is_finite());
+        let pass = value.map(|v| if at_least { v >= limit } else { v <= limit });
+        Self {
+            goal: goal.into(),
+            value,
+            limit,
+            at_least,
+            how: how.into(),
+            pass,
+        }
+    }
+}
+
+/// What a path adds to the direct one at concurrency 1.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Verdict {
-    /// Added p50 ≤ [`TARGET_ADDED_P50_US`].
-    pub added_p50_ok: bool,
-    /// Req/s at c=64 ≥ [`TARGET_RPS_C64`].
-    pub rps_c64_ok: bool,
+pub struct Added {
+    /// Median p50 − direct's, µs.
+    pub p50_us: f64,
+    /// Median p99 − direct's, µs.
+    pub p99_us: f64,
+}
+
+/// The results of the scenarios that run as programs of their own.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// See [`Report::sse`].
+    pub sse: Option<Value>,
+    /// See [`Report::swarm`].
+    pub swarm: Option<Value>,
+    /// See [`Report::sqlite`].
+    pub sqlite: Option<Value>,
 }
 
 /// Everything a run produced.
@@ -136,30 +195,21 @@ pub struct Report {
     pub run: RunInfo,
     /// Scenario → contender → results.
     pub scenarios: BTreeMap<String, BTreeMap<String, Contender>>,
-    /// Plain-HTTP front vs direct, if both were measured.
-    pub tunnel_http: Option<Comparison>,
-    /// HTTPS front vs direct, if both were measured.
-    pub tunnel_https: Option<Comparison>,
-    /// Targets for the plain-HTTP front.
-    pub targets: Targets,
-    /// The plain-HTTP front against the targets.
-    pub verdict: Option<Verdict>,
-}
-
-/// The targets, as recorded in the JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Targets {
-    /// See [`TARGET_ADDED_P50_US`].
-    pub added_p50_us_max: f64,
-    /// See [`TARGET_RPS_C64`].
-    pub rps_c64_min: f64,
-    /// See [`REFERENCE`].
-    pub reference: String,
+    /// Contender → median p50/p99 at c=1 minus direct's, µs.
+    pub added_latency_us: BTreeMap<String, Added>,
+    /// `sse-bench`'s results (`{"sse": [...]}`), if it ran.
+    pub sse: Option<Value>,
+    /// `swarm-bench`'s results (`{"idle": [...], "reconnect": {...}}`), if it ran.
+    pub swarm: Option<Value>,
+    /// `sqlite-bench`'s results, if it ran.
+    pub sqlite: Option<Value>,
+    /// The targets, judged.
+    pub targets: Vec<Target>,
 }
 
 impl Report {
-    /// Builds the report from every round of a run.
-    pub fn build(rounds: &[Round], run: RunInfo, machine: Machine) -> Self {
+    /// Builds the report from every round of a run and the other programs' results.
+    pub fn build(rounds: &[Round], run: RunInfo, machine: Machine, extras: Extras) -> Self {
         let mut scenarios: BTreeMap<String, BTreeMap<String, Contender>> = BTreeMap::new();
         for r in rounds {
             scenarios
@@ -182,21 +232,24 @@ impl Report {
             machine,
             run,
             scenarios,
-            tunnel_http: None,
-            tunnel_https: None,
-            targets: Targets {
-                added_p50_us_max: TARGET_ADDED_P50_US,
-                rps_c64_min: TARGET_RPS_C64,
-                reference: REFERENCE.into(),
-            },
-            verdict: None,
+            added_latency_us: BTreeMap::new(),
+            sse: extras.sse,
+            swarm: extras.swarm,
+            sqlite: extras.sqlite,
+            targets: Vec::new(),
         };
-        report.tunnel_http = report.compare(TUNNEL_HTTP);
-        report.tunnel_https = report.compare(TUNNEL_HTTPS);
-        report.verdict = report.tunnel_http.map(|c| Verdict {
-            added_p50_ok: c.added_p50_us <= TARGET_ADDED_P50_US,
-            rps_c64_ok: c.rps_c64 >= TARGET_RPS_C64,
-        });
+        if let Some(d) = report.median(C1, DIRECT).copied() {
+            for (name, _) in CONTENDERS.iter().skip(1) {
+                if let Some(s) = report.median(C1, name) {
+                    let added = Added {
+                        p50_us: s.p50_us - d.p50_us,
+                        p99_us: s.p99_us - d.p99_us,
+                    };
+                    report.added_latency_us.insert((*name).to_owned(), added);
+                }
+            }
+        }
+        report.targets = report.judge();
         report
     }
 
@@ -205,19 +258,99 @@ impl Report {
         Some(&self.scenarios.get(scenario)?.get(contender)?.median)
     }
 
-    fn compare(&self, tunnel: &str) -> Option<Comparison> {
-        let d1 = self.median(LATENCY, DIRECT)?;
-        let t1 = self.median(LATENCY, tunnel)?;
-        let d64 = self.median(THROUGHPUT, DIRECT)?;
-        let t64 = self.median(THROUGHPUT, tunnel)?;
-        Some(Comparison {
-            added_p50_us: t1.p50_us - d1.p50_us,
-            added_p99_us: t1.p99_us - d1.p99_us,
-            rps_ratio_c1: ratio(t1.rps, d1.rps),
-            rps_c64: t64.rps,
-            rps_ratio_c64: ratio(t64.rps, d64.rps),
-            p99_ratio_c64: ratio(t64.p99_us, d64.p99_us),
-        })
+    fn judge(&self) -> Vec<Target> {
+        let rps = |s: &str, c: &str| self.median(s, c).map(|m| m.rps);
+        let added = |c: &str| self.added_latency_us.get(c).map(|a| a.p50_us);
+        let idle = self
+            .swarm
+            .as_ref()
+            .and_then(|s| s.get("idle"))
+            .and_then(Value::as_array);
+        let worst_kib = idle.and_then(|a| {
+            a.iter()
+                .filter_map(|e| e.get("relay_kib_per_agent")?.as_f64())
+                .reduce(f64::max)
+        });
+        let sse_ok = self
+            .sse
+            .as_ref()
+            .and_then(|s| s.get("sse"))
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .filter(|e| {
+                        e.get("errors").and_then(Value::as_u64) == Some(0)
+                            && e.get("deliver_all_ms").and_then(Value::as_f64).is_some()
+                    })
+                    .filter_map(|e| e.get("streams")?.as_f64())
+                    .reduce(f64::max)
+            });
+        let back = self
+            .swarm
+            .as_ref()
+            .and_then(|s| s.get("reconnect"))
+            .and_then(|r| {
+                let agents = r.get("agents")?.as_f64()?;
+                let ms = r.get("all_serving_ms")?.as_f64()?;
+                (agents >= 1000.0).then_some(ms / 1000.0)
+            });
+        let sqlite = self
+            .sqlite
+            .as_ref()
+            .and_then(|s| s.get("ten_rows_calls_per_s")?.get("ratio")?.as_f64());
+        vec![
+            Target::new(
+                "req/s at c=64 with auth + policy >= rathole-noise's",
+                zip_ratio(rps(C64, TUNNEL_AUTH), rps(C64, RATHOLE_NOISE)),
+                1.0,
+                true,
+                "ours/https+auth ÷ rathole/noise, c=64 req/s (x)",
+            ),
+            Target::new(
+                "added p50 <= 2x rathole-noise's",
+                zip_ratio(added(TUNNEL_AUTH), added(RATHOLE_NOISE)),
+                2.0,
+                false,
+                "ours/https+auth added p50 ÷ rathole/noise added p50, c=1 (x)",
+            ),
+            Target::new(
+                "bulk >= 1 Gbit/s",
+                self.median(BULK, TUNNEL_AUTH)
+                    .and_then(|m| m.mbps)
+                    .map(|mb| mb * 8.0 / 1000.0),
+                1.0,
+                true,
+                "ours/https+auth, one stream of 64 MiB responses (Gbit/s)",
+            ),
+            Target::new(
+                "relay memory <= 50 KiB per idle agent",
+                worst_kib,
+                50.0,
+                false,
+                "largest relay RSS growth per connected agent over the sizes run (KiB)",
+            ),
+            Target::new(
+                "10,000 SSE streams on one tunnel",
+                sse_ok,
+                10_000.0,
+                true,
+                "most streams held and delivered to with no error (streams)",
+            ),
+            Target::new(
+                "1,000 agents back within 5 s of a relay restart",
+                back,
+                5.0,
+                false,
+                "new relay started -> every agent serving again (s)",
+            ),
+            Target::new(
+                "SQLite tool >= 10x the reference server",
+                sqlite,
+                10.0,
+                true,
+                "10-row read_query calls/s, ours ÷ mcp-server-sqlite (x)",
+            ),
+        ]
     }
 
     /// The side-by-side table printed at the end of a run.
@@ -232,154 +365,246 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "machine: {} x {} | Linux {}",
-            m.nproc, m.cpu_model, m.kernel
+            "machine: {} x {} | {} MiB | Linux {}",
+            m.nproc, m.cpu_model, m.mem_mib, m.kernel
         );
-        let cols = [DIRECT, TUNNEL_HTTP, TUNNEL_HTTPS];
-        let header = |out: &mut String, title: &str| {
+        self.request_tables(&mut out);
+        self.physical(&mut out);
+        self.extras_table(&mut out);
+
+        let _ = writeln!(out, "\ntargets");
+        for t in &self.targets {
+            let verdict = match t.pass {
+                Some(true) => "PASS",
+                Some(false) => "MISS",
+                None => "not measured",
+            };
+            let value = t.value.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+            let bound = if t.at_least { ">=" } else { "<=" };
             let _ = writeln!(
                 out,
-                "\n{title:<34}{:>12}{:>14}{:>14}   target (plain-HTTP front)",
-                "direct", "tunnel/http", "tunnel/https"
+                "  {:<52} {:>10} {bound} {:<7} {verdict:<12} {}",
+                t.goal, value, t.limit, t.how
             );
+        }
+        out
+    }
+
+    fn request_tables(&self, out: &mut String) {
+        let present: Vec<(&str, &str)> = CONTENDERS
+            .iter()
+            .copied()
+            .filter(|(c, _)| self.scenarios.values().any(|s| s.contains_key(*c)))
+            .collect();
+        let header = |out: &mut String, title: &str| {
+            let mut line = format!("\n{title:<30}");
+            for (_, col) in &present {
+                let _ = write!(line, "{col:>16}");
+            }
+            let _ = writeln!(out, "{line}");
         };
-        let row = |out: &mut String, label: &str, cells: [Option<String>; 3], target: &str| {
-            let cell = |c: &Option<String>| c.clone().unwrap_or_else(|| "-".into());
-            let line = format!(
-                "  {label:<32}{:>12}{:>14}{:>14}   {target}",
-                cell(&cells[0]),
-                cell(&cells[1]),
-                cell(&cells[2])
-            );
+        let row = |out: &mut String, label: &str, cell: &dyn Fn(&str) -> Option<String>| {
+            let mut line = format!("  {label:<28}");
+            for (c, _) in &present {
+                let _ = write!(line, "{:>16}", cell(c).unwrap_or_else(|| "-".into()));
+            }
             let _ = writeln!(out, "{}", line.trim_end());
         };
-        let metric = |scenario: &str, f: fn(&Summary) -> f64, fmt: fn(f64) -> String| {
-            cols.map(|c| self.median(scenario, c).map(|s| fmt(f(s))))
+        let errors = |scenario: &str, c: &str| {
+            let s = self.scenarios.get(scenario)?.get(c)?;
+            Some(s.rounds.iter().map(|r| r.errors).sum::<u64>().to_string())
         };
-        let cmp = |f: fn(&Comparison) -> f64, fmt: fn(f64) -> String| {
-            [
-                None,
-                self.tunnel_http.as_ref().map(|c| fmt(f(c))),
-                self.tunnel_https.as_ref().map(|c| fmt(f(c))),
-            ]
-        };
-        let verdict = |ok: Option<bool>| match ok {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "",
-        };
+        let noise_added = self
+            .added_latency_us
+            .get(RATHOLE_NOISE)
+            .map(|a| a.p50_us)
+            .filter(|n| *n > 0.0);
 
-        header(&mut out, "concurrency 1 (latency)");
-        row(&mut out, "p50 (µs)", metric(LATENCY, |s| s.p50_us, us), "");
-        row(&mut out, "p99 (µs)", metric(LATENCY, |s| s.p99_us, us), "");
-        row(
-            &mut out,
-            "added p50 (µs, tunnel - direct)",
-            cmp(|c| c.added_p50_us, us),
-            &format!(
-                "<= {TARGET_ADDED_P50_US:.0} µs  {}",
-                verdict(self.verdict.map(|v| v.added_p50_ok))
-            ),
-        );
-        row(
-            &mut out,
-            "added p99 (µs, tunnel - direct)",
-            cmp(|c| c.added_p99_us, us),
-            "",
-        );
-        row(&mut out, "req/s", metric(LATENCY, |s| s.rps, rate), "");
-        row(
-            &mut out,
-            "req/s ratio tunnel/direct",
-            cmp(|c| c.rps_ratio_c1, times),
-            "",
-        );
+        if self.scenarios.contains_key(C1) {
+            header(out, "c=1 (latency)");
+            row(out, "p50 (µs)", &|c| Some(us(self.median(C1, c)?.p50_us)));
+            row(out, "p99 (µs)", &|c| Some(us(self.median(C1, c)?.p99_us)));
+            row(out, "added p50 (µs, vs direct)", &|c| {
+                Some(us(self.added_latency_us.get(c)?.p50_us))
+            });
+            row(out, "added p50 ÷ rathole/noise's", &|c| {
+                let a = self.added_latency_us.get(c)?.p50_us;
+                Some(times(a / noise_added?))
+            });
+            row(out, "errors (all rounds)", &|c| errors(C1, c));
+        }
+        for (scenario, title) in [(C64, "c=64 (rate)"), (C256, "c=256 (rate)")] {
+            if !self.scenarios.contains_key(scenario) {
+                continue;
+            }
+            let med = |c: &str| self.median(scenario, c);
+            header(out, title);
+            row(out, "req/s", &|c| Some(rate(med(c)?.rps)));
+            row(out, "÷ direct", &|c| {
+                Some(times(med(c)?.rps / med(DIRECT)?.rps))
+            });
+            row(out, "÷ rathole/noise", &|c| {
+                Some(times(med(c)?.rps / med(RATHOLE_NOISE)?.rps))
+            });
+            row(out, "p99 (µs)", &|c| Some(us(med(c)?.p99_us)));
+            row(out, "errors (all rounds)", &|c| errors(scenario, c));
+        }
+        if self.scenarios.contains_key(BULK) {
+            let mbps = |c: &str| self.median(BULK, c)?.mbps;
+            header(
+                out,
+                &format!("bulk ({} MiB responses)", self.run.bulk_bytes >> 20),
+            );
+            row(out, "MB/s", &|c| Some(format!("{:.0}", mbps(c)?)));
+            row(out, "Gbit/s", &|c| {
+                Some(format!("{:.2}", mbps(c)? * 8.0 / 1000.0))
+            });
+            row(out, "÷ direct", &|c| Some(times(mbps(c)? / mbps(DIRECT)?)));
+            row(out, "errors (all rounds)", &|c| errors(BULK, c));
+        }
+    }
 
-        header(&mut out, "concurrency 64 (throughput)");
-        row(
-            &mut out,
-            "req/s",
-            metric(THROUGHPUT, |s| s.rps, rate),
-            &format!(
-                ">= {} req/s  {}",
-                rate(TARGET_RPS_C64),
-                verdict(self.verdict.map(|v| v.rps_c64_ok))
-            ),
+    fn physical(&self, out: &mut String) {
+        let t1 = self.median(C1, TCP);
+        let t64 = self.median(C64, TCP);
+        let tb = self.median(BULK, TCP).and_then(|s| s.mbps);
+        if t1.is_none() && t64.is_none() && tb.is_none() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nphysical reference: raw loopback TCP on this machine"
         );
-        row(
-            &mut out,
-            "req/s ratio tunnel/direct",
-            cmp(|c| c.rps_ratio_c64, times),
-            "",
-        );
-        row(
-            &mut out,
-            "p50 (µs)",
-            metric(THROUGHPUT, |s| s.p50_us, us),
-            "",
-        );
-        row(
-            &mut out,
-            "p99 (µs)",
-            metric(THROUGHPUT, |s| s.p99_us, us),
-            "",
-        );
-        row(
-            &mut out,
-            "p99 ratio tunnel/direct",
-            cmp(|c| c.p99_ratio_c64, times),
-            "",
-        );
-        let errors = |scenario: &str| {
-            cols.map(|c| {
-                let s = self.scenarios.get(scenario)?.get(c)?;
-                Some(s.rounds.iter().map(|r| r.errors).sum::<u64>().to_string())
-            })
+        if let Some(t) = t1 {
+            let mut line = format!(
+                "  round trip ({} B), c=1: p50 {} µs; in round trips:",
+                crate::tcp_rtt::MESSAGE_SIZE,
+                us(t.p50_us)
+            );
+            for (c, col) in CONTENDERS {
+                if let Some(s) = self.median(C1, c) {
+                    let _ = write!(line, " {col} {:.1}", ratio(s.p50_us, t.p50_us));
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(t) = t64 {
+            let _ = writeln!(out, "  round trips/s, c=64: {}", rate(t.rps));
+        }
+        if let Some(mb) = tb {
+            let mut line = format!(
+                "  bulk, one connection: {mb:.0} MB/s ({:.1} Gbit/s); fraction of it:",
+                mb * 8.0 / 1000.0
+            );
+            for (c, col) in CONTENDERS {
+                if let Some(s) = self.median(BULK, c).and_then(|s| s.mbps) {
+                    let _ = write!(line, " {col} {:.2}", s / mb);
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
+    fn extras_table(&self, out: &mut String) {
+        let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+        let num = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".to_owned(), |x| format!("{x:.digits$}"))
         };
-        row(&mut out, "errors (all rounds, c=1)", errors(LATENCY), "");
-        row(
-            &mut out,
-            "errors (all rounds, c=64)",
-            errors(THROUGHPUT),
-            "",
-        );
-
-        let tcp1 = self.median(LATENCY, TCP);
-        let tcp64 = self.median(THROUGHPUT, TCP);
-        if tcp1.is_some() || tcp64.is_some() {
+        if let Some(list) = self
+            .sse
+            .as_ref()
+            .and_then(|s| s.get("sse"))
+            .and_then(Value::as_array)
+        {
             let _ = writeln!(
                 out,
-                "\nphysical reference: raw loopback TCP ping-pong, {}-byte messages",
-                crate::tcp_rtt::MESSAGE_SIZE
+                "\nSSE fan-out through one tunnel (ours/http)\n  {:>8} {:>10} {:>12} {:>10} {:>10} {:>13} {:>13} {:>7}",
+                "streams",
+                "open (s)",
+                "deliver (ms)",
+                "p50 (ms)",
+                "p99 (ms)",
+                "relay KiB/st",
+                "agent KiB/st",
+                "errors"
+            );
+            for e in list {
+                let _ = writeln!(
+                    out,
+                    "  {:>8} {:>10} {:>12} {:>10} {:>10} {:>13} {:>13} {:>7}",
+                    num(f(e, "streams"), 0),
+                    num(f(e, "open_all_s"), 2),
+                    num(f(e, "deliver_all_ms"), 1),
+                    num(f(e, "deliver_p50_ms"), 1),
+                    num(f(e, "deliver_p99_ms"), 1),
+                    num(f(e, "relay_kib_per_stream"), 1),
+                    num(f(e, "agent_kib_per_stream"), 1),
+                    num(f(e, "errors"), 0),
+                );
+            }
+        }
+        if let Some(list) = self
+            .swarm
+            .as_ref()
+            .and_then(|s| s.get("idle"))
+            .and_then(Value::as_array)
+        {
+            let _ = writeln!(
+                out,
+                "\nidle agents held by one relay\n  {:>8} {:>12} {:>14} {:>14} {:>17}",
+                "agents", "connect (s)", "relay RSS MiB", "KiB per agent", "relay CPU idle %"
+            );
+            for e in list {
+                let _ = writeln!(
+                    out,
+                    "  {:>8} {:>12} {:>14} {:>14} {:>17}",
+                    num(f(e, "agents"), 0),
+                    num(f(e, "connect_all_s"), 2),
+                    num(f(e, "relay_rss_kib").map(|k| k / 1024.0), 1),
+                    num(f(e, "relay_kib_per_agent"), 1),
+                    num(f(e, "relay_cpu_pct_idle"), 1),
+                );
+            }
+        }
+        if let Some(r) = self.swarm.as_ref().and_then(|s| s.get("reconnect")) {
+            let _ = writeln!(
+                out,
+                "\nrelay restart: {} agents serving again {} ms after the new relay started (p50 {} ms, p90 {} ms); {} connection attempts, at most {} in any 100 ms",
+                num(f(r, "agents"), 0),
+                num(f(r, "all_serving_ms"), 0),
+                num(f(r, "p50_ms"), 0),
+                num(f(r, "p90_ms"), 0),
+                num(f(r, "attempts"), 0),
+                num(f(r, "max_attempts_per_100ms"), 0),
             );
         }
-        if let Some(t) = tcp1 {
-            let mut line = format!("  c=1:  p50 {} µs, p99 {} µs", us(t.p50_us), us(t.p99_us));
-            for (name, front) in [("http", TUNNEL_HTTP), ("https", TUNNEL_HTTPS)] {
-                if let Some(s) = self.median(LATENCY, front) {
-                    let _ = write!(
-                        line,
-                        "; tunnel/{name} p50 = {:.1} RTTs",
-                        ratio(s.p50_us, t.p50_us)
-                    );
-                }
+        if let Some(s) = &self.sqlite {
+            let _ = writeln!(
+                out,
+                "\n{:<44}{:>12}{:>20}{:>10}",
+                "SQLite tool over stdio, same Rust client", "ours", "mcp-server-sqlite", "ratio"
+            );
+            if let Some(v) = s.get("ten_rows_calls_per_s") {
+                let _ = writeln!(
+                    out,
+                    "  {:<42}{:>12}{:>20}{:>10}",
+                    "10-row read_query (calls/s)",
+                    num(f(v, "ours"), 0),
+                    num(f(v, "reference"), 0),
+                    f(v, "ratio").map_or_else(|| "-".into(), times)
+                );
             }
-            if let Some(d) = self.median(LATENCY, DIRECT) {
-                let _ = write!(line, "; direct p50 = {:.1} RTTs", ratio(d.p50_us, t.p50_us));
+            if let Some(v) = s.get("ten_thousand_rows_ms") {
+                let _ = writeln!(
+                    out,
+                    "  {:<42}{:>12}{:>20}{:>10}",
+                    "10,000-row read_query (ms)",
+                    num(f(v, "ours"), 1),
+                    num(f(v, "reference"), 1),
+                    f(v, "speedup").map_or_else(|| "-".into(), times)
+                );
             }
-            let _ = writeln!(out, "{line}");
         }
-        if let Some(t) = tcp64 {
-            let mut line = format!("  c=64: {} round trips/s", rate(t.rps));
-            for (name, front) in [("direct", DIRECT), ("tunnel/http", TUNNEL_HTTP)] {
-                if let Some(s) = self.median(THROUGHPUT, front) {
-                    let _ = write!(line, "; {name} = {:.2} of it", ratio(s.rps, t.rps));
-                }
-            }
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = writeln!(out, "\nreference: {REFERENCE}");
-        out
     }
 }
 
@@ -387,6 +612,7 @@ impl Report {
 /// an empty slice gives zeros).
 pub fn median_summary(rounds: &[Summary]) -> Summary {
     let med = |f: fn(&Summary) -> f64| median(rounds.iter().map(f).collect());
+    let mbps: Vec<f64> = rounds.iter().filter_map(|s| s.mbps).collect();
     Summary {
         rps: med(|s| s.rps),
         p50_us: med(|s| s.p50_us),
@@ -395,6 +621,7 @@ pub fn median_summary(rounds: &[Summary]) -> Summary {
         max_us: med(|s| s.max_us),
         errors: med(|s| s.errors as f64).round() as u64,
         requests: med(|s| s.requests as f64).round() as u64,
+        mbps: (!mbps.is_empty()).then(|| median(mbps)),
     }
 }
 
@@ -410,6 +637,10 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+fn zip_ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(ratio(a?, b?))
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -441,6 +672,7 @@ fn times(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn summary(rps: f64, p50: f64) -> Summary {
         Summary {
@@ -448,9 +680,10 @@ mod tests {
             p50_us: p50,
             p90_us: p50 * 1.5,
             p99_us: p50 * 2.0,
-            max_us: p50 * 10.0,
+            max_us: p50 * 3.0,
             errors: 0,
             requests: rps as u64,
+            mbps: None,
         }
     }
 
@@ -463,57 +696,108 @@ mod tests {
         }
     }
 
+    fn run() -> RunInfo {
+        RunInfo {
+            mode: "quick".into(),
+            rounds: 3,
+            duration_s: 3.0,
+            warmup_s: 0.5,
+            bulk_bytes: 64 << 20,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            nproc: 2,
+            cpu_model: "test cpu".into(),
+            kernel: "6.1".into(),
+            mem_mib: 1024,
+        }
+    }
+
     #[test]
     fn medians() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(vec![]), 0.0);
     }
 
     #[test]
     fn thousands() {
-        assert_eq!(rate(33_000.4), "33,000");
+        assert_eq!(rate(1234567.4), "1,234,567");
         assert_eq!(rate(999.0), "999");
-        assert_eq!(rate(1_234_567.0), "1,234,567");
+        assert_eq!(rate(1000.0), "1,000");
     }
 
     #[test]
-    fn compares_medians_and_judges_targets() {
+    fn judges_every_target_from_medians_and_extras() {
         let mut rounds = Vec::new();
-        for (n, noise) in [(1, 0.0), (2, 500.0), (3, -1.0)] {
-            rounds.push(round(LATENCY, DIRECT, n, summary(20_000.0, 50.0 + noise)));
-            rounds.push(round(LATENCY, TUNNEL_HTTP, n, summary(8_000.0, 150.0)));
-            rounds.push(round(THROUGHPUT, DIRECT, n, summary(60_000.0, 900.0)));
-            rounds.push(round(THROUGHPUT, TUNNEL_HTTP, n, summary(31_000.0, 2000.0)));
-            rounds.push(round(LATENCY, TCP, n, summary(50_000.0, 10.0)));
+        for n in 1..=3 {
+            let jitter = f64::from(n);
+            rounds.push(round(C1, DIRECT, n, summary(10_000.0, 20.0 + jitter)));
+            rounds.push(round(C1, RATHOLE_NOISE, n, summary(5_000.0, 70.0 + jitter)));
+            rounds.push(round(C1, TUNNEL_AUTH, n, summary(2_000.0, 150.0 + jitter)));
+            rounds.push(round(C64, RATHOLE_NOISE, n, summary(30_000.0, 2000.0)));
+            rounds.push(round(C64, TUNNEL_AUTH, n, summary(15_000.0, 4000.0)));
+            let mut bulk = summary(10.0, 60_000.0);
+            bulk.mbps = Some(600.0 + jitter);
+            rounds.push(round(BULK, TUNNEL_AUTH, n, bulk));
         }
-        let run = RunInfo {
-            mode: "quick".into(),
-            rounds: 3,
-            duration_s: 3.0,
-            warmup_s: 0.5,
+        // One spoiled round more is dropped by the median.
+        rounds.push(round(C1, TUNNEL_AUTH, 4, summary(1.0, 99_999.0)));
+        let extras = Extras {
+            sse: Some(json!({"sse": [
+                {"streams": 1000, "deliver_all_ms": 40.0, "errors": 0},
+                {"streams": 10000, "deliver_all_ms": 400.0, "errors": 3}
+            ]})),
+            swarm: Some(json!({
+                "idle": [{"agents": 1000, "relay_kib_per_agent": 30.0},
+                         {"agents": 10000, "relay_kib_per_agent": 41.5}],
+                "reconnect": {"agents": 1000, "all_serving_ms": 2500.0}
+            })),
+            sqlite: Some(
+                json!({"ten_rows_calls_per_s": {"ours": 5000.0, "reference": 600.0, "ratio": 8.33}}),
+            ),
         };
-        let machine = Machine {
-            nproc: 2,
-            cpu_model: "Test CPU".into(),
-            kernel: "6.0".into(),
+        let r = Report::build(&rounds, run(), machine(), extras);
+        // Median of 151,152,153,99999 is 152.5; direct's is 22.
+        let added = r.added_latency_us[TUNNEL_AUTH].p50_us;
+        assert!((added - 130.5).abs() < 1e-9, "{added}");
+        let by_goal = |prefix: &str| {
+            r.targets
+                .iter()
+                .find(|t| t.goal.starts_with(prefix))
+                .unwrap()
+                .clone()
         };
-        let r = Report::build(&rounds, run, machine);
-        let http = r.tunnel_http.unwrap();
-        // The outlier round (550 µs) is dropped by the median.
-        assert!((http.added_p50_us - 100.0).abs() < 1e-9);
-        assert!((http.rps_ratio_c64 - 31.0 / 60.0).abs() < 1e-9);
-        assert!(r.tunnel_https.is_none());
-        let v = r.verdict.unwrap();
-        assert!(v.added_p50_ok && v.rps_c64_ok);
+        let t = by_goal("req/s at c=64");
+        assert_eq!((t.value, t.pass), (Some(0.5), Some(false)));
+        let t = by_goal("added p50");
+        assert!((t.value.unwrap() - 130.5 / 50.0).abs() < 1e-9);
+        assert_eq!(t.pass, Some(false));
+        let t = by_goal("bulk");
+        assert!((t.value.unwrap() - 602.0 * 8.0 / 1000.0).abs() < 1e-9);
+        assert_eq!(t.pass, Some(true));
+        assert_eq!(by_goal("relay memory").value, Some(41.5));
+        assert_eq!(by_goal("relay memory").pass, Some(true));
+        // 10,000 had errors: only 1,000 counts.
+        assert_eq!(by_goal("10,000 SSE").value, Some(1000.0));
+        assert_eq!(by_goal("10,000 SSE").pass, Some(false));
+        assert_eq!(by_goal("1,000 agents").value, Some(2.5));
+        assert_eq!(by_goal("1,000 agents").pass, Some(true));
+        assert_eq!(by_goal("SQLite").pass, Some(false));
 
         let table = r.table();
-        assert!(table.contains("Test CPU"), "{table}");
-        assert!(table.contains("100.0"), "{table}");
-        assert!(table.contains("31,000"), "{table}");
-        assert!(table.contains("PASS"), "{table}");
-        assert!(table.contains("physical reference"), "{table}");
-        let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains("\"added_p50_us\":100.0"), "{json}");
+        assert!(table.contains("rathole/noise"), "{table}");
+        assert!(table.contains("MISS") && table.contains("PASS"), "{table}");
+        // Columns only for contenders that ran.
+        assert!(!table.contains("bore"), "{table}");
+    }
+
+    #[test]
+    fn unmeasured_targets_say_so() {
+        let r = Report::build(&[], run(), machine(), Extras::default());
+        assert!(r.targets.iter().all(|t| t.pass.is_none()));
+        assert!(r.table().contains("not measured"));
     }
 }

@@ -30,6 +30,9 @@ pub struct Summary {
     pub errors: u64,
     /// Requests attempted in the measured window (successes + errors).
     pub requests: u64,
+    /// Payload megabytes (10^6 bytes) per second, for bulk runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbps: Option<f64>,
 }
 
 /// Per-worker latency recorder; workers record without sharing, and the
@@ -92,6 +95,7 @@ impl Recorder {
             max_us: self.hist.max() as f64 / 1000.0,
             errors: self.errors,
             requests: self.requests,
+            mbps: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! is the floor any HTTP round trip on this machine sits on; its rate at
 //! concurrency 64 is what the loopback alone can carry.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -23,7 +24,7 @@ const ECHO_BUFFER: usize = 4096;
 
 /// Runs the ping-pong with `concurrency` connections according to `plan`.
 pub async fn run(concurrency: usize, plan: Plan) -> anyhow::Result<Summary> {
-    let server = EchoServer::start()?;
+    let server = ServerThread::start("echo", echo_serve)?;
     let mut clients = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         clients.push(Pinger::connect(server.addr).await?);
@@ -33,33 +34,39 @@ pub async fn run(concurrency: usize, plan: Plan) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// An echo server on a dedicated thread with its own single-threaded runtime.
+/// A loopback server on a dedicated thread with its own single-threaded
+/// runtime (so it competes for the CPU like a real upstream would).
 #[derive(Debug)]
-struct EchoServer {
+struct ServerThread {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl EchoServer {
-    fn start() -> anyhow::Result<Self> {
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("binding the echo server")?;
+impl ServerThread {
+    /// Binds 127.0.0.1:0 and runs `serve(listener, stopped)` on a thread named `name`.
+    fn start<F, Fut>(name: &str, serve: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce(std::net::TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .with_context(|| format!("binding the {name} server"))?;
         std_listener
             .set_nonblocking(true)
-            .context("setting the echo listener non-blocking")?;
+            .with_context(|| format!("setting the {name} listener non-blocking"))?;
         let addr = std_listener
             .local_addr()
-            .context("reading the echo address")?;
+            .with_context(|| format!("reading the {name} address"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .context("starting the echo runtime")?;
+            .with_context(|| format!("starting the {name} runtime"))?;
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("echo".into())
-            .spawn(move || rt.block_on(echo_serve(std_listener, stopped)))
-            .context("spawning the echo thread")?;
+            .name(name.into())
+            .spawn(move || rt.block_on(serve(std_listener, stopped)))
+            .with_context(|| format!("spawning the {name} thread"))?;
         Ok(Self { addr, stop, thread })
     }
 
@@ -148,6 +155,95 @@ async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
+/// Raw loopback TCP bulk transfer, the physical reference for the bulk
+/// scenario: each exchange asks a server thread for `bytes` bytes (an 8-byte
+/// big-endian length) and reads them all.
+pub async fn bulk(bytes: u64, concurrency: usize, plan: Plan) -> anyhow::Result<Summary> {
+    let server = ServerThread::start("bulk", bulk_serve)?;
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        clients.push(BulkClient {
+            addr: server.addr,
+            stream: Some(open(server.addr).await?),
+            bytes,
+            buf: vec![0u8; 256 * 1024],
+        });
+    }
+    let mut summary = closed_loop::run(clients, plan).await;
+    server.stop();
+    summary.mbps = Some(summary.rps * bytes as f64 / 1e6);
+    Ok(summary)
+}
+
+async fn bulk_serve(std_listener: std::net::TcpListener, stopped: oneshot::Receiver<()>) {
+    let Ok(listener) = TcpListener::from_std(std_listener) else {
+        return;
+    };
+    let chunk = vec![b'x'; 256 * 1024];
+    let chunk: &'static [u8] = chunk.leak();
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                conns.spawn(async move {
+                    let mut len = [0u8; 8];
+                    while stream.read_exact(&mut len).await.is_ok() {
+                        let mut left = u64::from_be_bytes(len);
+                        while left > 0 {
+                            let n = left.min(chunk.len() as u64) as usize;
+                            if stream.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                            left -= n as u64;
+                        }
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// One bulk-reading connection.
+#[derive(Debug)]
+struct BulkClient {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Exchange for BulkClient {
+    async fn exchange(&mut self) -> anyhow::Result<bool> {
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => self.stream.insert(open(self.addr).await?),
+        };
+        let buf = &mut self.buf;
+        let want = self.bytes;
+        let result = async {
+            stream.write_all(&want.to_be_bytes()).await?;
+            let mut got = 0u64;
+            while got < want {
+                let n = stream.read(buf).await?;
+                if n == 0 {
+                    anyhow::bail!("the bulk server closed after {got} of {want} bytes");
+                }
+                got += n as u64;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result.map(|()| true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +259,16 @@ mod tests {
         let s = run(3, plan).await.unwrap();
         assert_eq!((s.requests, s.errors), (500, 0));
         assert!(s.p50_us > 0.0);
+    }
+
+    #[tokio::test]
+    async fn bulk_reads_every_byte() {
+        let plan = Plan {
+            warmup: Duration::ZERO,
+            stop: Stop::Requests(4),
+        };
+        let s = bulk(3 * 1024 * 1024 + 7, 2, plan).await.unwrap();
+        assert_eq!((s.requests, s.errors), (4, 0));
+        assert!(s.mbps.unwrap() > 0.0);
     }
 }

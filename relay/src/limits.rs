@@ -15,6 +15,13 @@ pub struct RelayLimits {
     /// How long the relay waits for an agent's response head (default 120 s). Longer: 504.
     #[serde(with = "humantime_serde_compat")]
     pub response_head_timeout: Duration,
+    /// How long a request waits for the agent to accept one more stream
+    /// (default 5 s). The agent caps concurrent streams itself
+    /// (`mcp-agent connect --max-streams`, default 1024); when the relay's
+    /// `max_streams_per_tunnel` is higher, requests beyond the agent's cap
+    /// wait this long and then get 503 with `Retry-After`.
+    #[serde(with = "humantime_serde_compat")]
+    pub stream_open_timeout: Duration,
     /// Largest `Data` frame accepted from an agent (default 64 KiB).
     pub max_frame_payload: usize,
     /// Agent connections held at once (default 10,000).
@@ -41,6 +48,7 @@ impl Default for RelayLimits {
             max_request_headers: 16 * 1024,
             max_streams_per_tunnel: 512,
             response_head_timeout: Duration::from_secs(120),
+            stream_open_timeout: Duration::from_secs(5),
             max_frame_payload: 64 * 1024,
             max_agents: 10_000,
             hello_timeout: Duration::from_secs(10),

@@ -510,7 +510,23 @@ async fn exchange(
     body: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Response, Response> {
-    let (mut send, recv) = agent.conn.open_bi().await.map_err(|e| {
+    let wait = app.config.limits.stream_open_timeout;
+    let opened = tokio::time::timeout(wait, agent.conn.open_bi())
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                remote = %agent.remote, "the agent accepted no new stream within {wait:?}: it is at its own --max-streams cap (raise it, or lower the relay's max_streams_per_tunnel)"
+            );
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent_busy",
+                "the tunnel's agent has as many requests in flight as it accepts; retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        })?;
+    let (mut send, recv) = opened.map_err(|e| {
         json_error(
             StatusCode::BAD_GATEWAY,
             "agent_disconnected",

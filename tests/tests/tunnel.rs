@@ -392,6 +392,71 @@ async fn bad_requests_get_clear_errors() {
     assert!(gone, "relay never reported the agent gone");
 }
 
+/// The relay allows more streams than the agent accepts (`--max-streams`):
+/// the request beyond the agent's cap is refused with 503 after
+/// `stream_open_timeout`, not left hanging, and the tunnel keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_agents_own_stream_cap_get_503_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, "[limits]\nstream_open_timeout = \"1s\"\n").unwrap();
+    let relay = Relay::start(RelayOptions {
+        args: vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--max-streams-per-tunnel".into(),
+            "8".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let upstream = Upstream::start().await.unwrap();
+    let mut opts = agent_opts("capped", &upstream.mcp_url());
+    opts.args.extend(["--max-streams".into(), "2".into()]);
+    let agent = Agent::start(&relay, opts).unwrap();
+    let client = relay.authed_client("capped");
+    let base = relay.https_url();
+
+    let slow =
+        |c: reqwest::Client, u: String| async move { c.get(u).send().await.unwrap().status() };
+    let s1 = tokio::spawn(slow(
+        client.clone(),
+        format!("{base}/t/capped/slow?ms=4000"),
+    ));
+    let s2 = tokio::spawn(slow(
+        client.clone(),
+        format!("{base}/t/capped/slow?ms=4000"),
+    ));
+    let in_flight = eventually(Duration::from_secs(3), async || {
+        agent.status().unwrap()["in_flight"] == 2
+    })
+    .await;
+    assert!(in_flight, "{}", agent.output());
+    let started = Instant::now();
+    let r = client
+        .get(format!("{base}/t/capped/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "agent_busy");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(s1.await.unwrap(), 200);
+    assert_eq!(s2.await.unwrap(), 200);
+    // Capacity is back once the slow ones are done.
+    let r = client
+        .get(format!("{base}/t/capped/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_credential_cannot_take_a_tunnel_name_but_the_same_one_replaces_its_ghost() {
     let relay = Relay::start(RelayOptions::default()).unwrap();

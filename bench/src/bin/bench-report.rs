@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use mcp_tunnel_bench::report::{Machine, Report, Round, RunInfo};
+use mcp_tunnel_bench::report::{Extras, Machine, Report, Round, RunInfo};
 
 /// Prints the benchmark table and writes the JSON report.
 #[derive(Debug, Parser)]
@@ -29,6 +29,34 @@ struct Cli {
     /// Warm-up seconds per round.
     #[arg(long)]
     warmup: f64,
+    /// Size of each bulk response, bytes.
+    #[arg(long, default_value_t = 0)]
+    bulk_bytes: u64,
+    /// `sse-bench --json` output, if that scenario ran.
+    #[arg(long)]
+    sse: Option<PathBuf>,
+    /// `swarm-bench --json` output, if those scenarios ran.
+    #[arg(long)]
+    swarm: Option<PathBuf>,
+    /// `sqlite-bench --json` output, if that scenario ran.
+    #[arg(long)]
+    sqlite: Option<PathBuf>,
+}
+
+/// Reads one program's JSON results; a missing or broken file is reported
+/// and leaves that scenario out (the rest of the report still stands).
+fn extra(path: Option<&PathBuf>) -> Option<serde_json::Value> {
+    let path = path?;
+    let read = std::fs::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from));
+    match read {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("bench-report: leaving out {}: {e}", path.display());
+            None
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,8 +77,14 @@ fn main() -> anyhow::Result<()> {
         rounds: cli.rounds_per_contender,
         duration_s: cli.duration,
         warmup_s: cli.warmup,
+        bulk_bytes: cli.bulk_bytes,
     };
-    let report = Report::build(&rounds, run, Machine::detect());
+    let extras = Extras {
+        sse: extra(cli.sse.as_ref()),
+        swarm: extra(cli.swarm.as_ref()),
+        sqlite: extra(cli.sqlite.as_ref()),
+    };
+    let report = Report::build(&rounds, run, Machine::detect(), extras);
     print!("{}", report.table());
     if let Some(dir) = cli.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

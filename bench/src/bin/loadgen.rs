@@ -30,6 +30,11 @@ struct Cli {
     /// Instead of HTTP, ping-pong raw TCP over loopback (the physical reference).
     #[arg(long)]
     tcp_rtt: bool,
+    /// Bulk transfer: each request asks the bench upstream for BYTES bytes of
+    /// text (or, with --tcp-rtt, a raw loopback TCP transfer of BYTES) and the
+    /// result line gains `mbps`.
+    #[arg(long, value_name = "BYTES")]
+    bulk: Option<u64>,
     /// Concurrent workers, one connection each.
     #[arg(long, short, default_value_t = 1)]
     concurrency: usize,
@@ -66,17 +71,31 @@ fn main() -> anyhow::Result<()> {
         },
     };
     let rt = runtime(cli.threads)?;
+    if cli.bulk == Some(0) {
+        bail!("--bulk must be at least 1 byte");
+    }
     let summary = rt.block_on(async {
         if cli.tcp_rtt {
-            return mcp_tunnel_bench::tcp_rtt::run(cli.concurrency, plan).await;
+            return match cli.bulk {
+                Some(bytes) => mcp_tunnel_bench::tcp_rtt::bulk(bytes, cli.concurrency, plan).await,
+                None => mcp_tunnel_bench::tcp_rtt::run(cli.concurrency, plan).await,
+            };
         }
         // clap guarantees --url when --tcp-rtt is absent.
         let url = cli.url.as_deref().context("--url is required")?;
-        let target = Arc::new(Target::new(url, cli.ca.as_deref()).await?);
+        let mut target = Target::new(url, cli.ca.as_deref()).await?;
+        if let Some(bytes) = cli.bulk {
+            target = target.with_bulk(bytes);
+        }
+        let target = Arc::new(target);
         loadgen::probe(&target)
             .await
             .with_context(|| format!("probing {url}"))?;
-        loadgen::run(target, cli.concurrency, plan).await
+        let mut summary = loadgen::run(target, cli.concurrency, plan).await?;
+        if let Some(bytes) = cli.bulk {
+            summary.mbps = Some(summary.rps * bytes as f64 / 1e6);
+        }
+        Ok(summary)
     })?;
     println!(
         "{}",

@@ -26,7 +26,9 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which either side drops the connection.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Request streams the agent lets the relay have open at once.
+/// Request streams the agent lets the relay have open at once, by default
+/// (`mcp-agent connect --max-streams N` changes it). Each long-lived SSE
+/// stream holds one for as long as it is open.
 pub const AGENT_MAX_INCOMING_STREAMS: u32 = 1024;
 
 /// Transport settings for the agent's (client) side.
