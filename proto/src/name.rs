@@ -72,6 +72,14 @@ impl TunnelName {
     }
 }
 
+/// Maps keyed by tunnel name can be looked up with a `&str` (the derived
+/// `Hash`/`Eq` of the one `String` field agree with `str`'s).
+impl std::borrow::Borrow<str> for TunnelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for TunnelName {
     type Err = InvalidTunnelName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -167,6 +167,10 @@ impl App {
     /// Brings every tunnel's policy up to date with the store and tells the
     /// agents of the tunnels that changed (blocking: call from `spawn_blocking`).
     pub fn refresh_all_policy(&self) {
+        // Names reserved or released with `mcp-relay tunnels` since.
+        if let Err(e) = self.registry.reload_claims() {
+            tracing::error!(error = %format!("{e:#}"), "re-reading tunnel claims failed");
+        }
         let owners = self
             .registry
             .claims_snapshot()

@@ -777,7 +777,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             policy_files: args.policy,
         },
     )?;
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // The blocking pool runs the store's SQLite work and policy rebuilds.
+    // tokio's default lets it grow to 512 threads when a thousand agents
+    // connect at once, and every such thread keeps its own allocator heap
+    // (hundreds of MiB of RSS that stays); 32 are plenty for short jobs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(RELAY_BLOCKING_THREADS)
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move { mcp_relay::run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -1068,14 +1076,17 @@ fn enroll_tokens(cmd: EnrollTokensCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Threads of the async runtime's blocking pool.
+const RELAY_BLOCKING_THREADS: usize = 32;
+
 fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
-    use mcp_relay::registry::{Claim, read_claims, write_claims};
+    use mcp_relay::registry::load_claims;
     use mcp_relay::store::{Email, Store};
     match cmd {
         TunnelsCommand::List { json, at } => {
             let (state, store) = at.open()?;
             let users = store.list_users()?;
-            let claims = read_claims(&state.path("tunnels.json"))?;
+            let claims = load_claims(&state, &store)?;
             let mut rows: Vec<serde_json::Value> = claims
                 .iter()
                 .map(|(name, c)| {
@@ -1121,8 +1132,7 @@ fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| {
                     format!("no account {owner}; add it with `mcp-relay users add {owner}`")
                 })?;
-            let path = state.path("tunnels.json");
-            let mut claims = read_claims(&path)?;
+            let claims = load_claims(&state, &store)?;
             let new_owner = mcp_relay::agents::user_owner(u.id);
             if let Some(c) = claims.get(&tunnel)
                 && c.owner != new_owner
@@ -1132,25 +1142,21 @@ fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
                     "tunnel {name} already belongs to someone else; pass --force to take it"
                 );
             }
-            claims.insert(
-                tunnel,
-                Claim {
-                    owner: new_owner,
-                    claimed_at: mcp_relay::oauth::token::unix_now(),
-                },
-            );
-            write_claims(&path, &claims)?;
+            store.set_tunnel_claim(
+                tunnel.as_str(),
+                &new_owner,
+                mcp_relay::oauth::token::unix_now() as i64,
+            )?;
             eprintln!("tunnel {name} reserved for {owner}");
         }
         TunnelsCommand::Release { name, at } => {
-            let (state, _) = at.open()?;
+            let (state, store) = at.open()?;
             let tunnel = mcp_tunnel_proto::TunnelName::parse(&name)?;
-            let path = state.path("tunnels.json");
-            let mut claims = read_claims(&path)?;
-            if claims.remove(&tunnel).is_none() {
+            // Imports an older relay's tunnels.json first.
+            load_claims(&state, &store)?;
+            if !store.remove_tunnel_claim(tunnel.as_str())? {
                 anyhow::bail!("tunnel {name} is not claimed");
             }
-            write_claims(&path, &claims)?;
             eprintln!("tunnel {name} released");
         }
     }

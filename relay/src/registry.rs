@@ -3,7 +3,8 @@
 //!
 //! A tunnel name is claimed by the first credential that serves it and stays
 //! its own (so an unrelated agent cannot grab it while the owner's laptop
-//! sleeps). The same credential connecting again replaces its old connection;
+//! sleeps). Claims live in the state database (table `tunnel_claims`; one
+//! primary-key lookup per connection) with a copy in memory for routing. The same credential connecting again replaces its old connection;
 //! a different one is told the name is taken. A claim whose credential was
 //! revoked is free again.
 //!
@@ -15,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,8 @@ use anyhow::Context;
 use mcp_tunnel_proto::{ErrorCode, TunnelName};
 use tokio::sync::Semaphore;
 
-use crate::state_dir::{StateDir, write_private};
+use crate::state_dir::StateDir;
+use crate::store::Store;
 
 impl AgentHandle {
     /// What a session is bound to: the device (or, for token agents, the
@@ -124,23 +125,31 @@ pub struct Registry {
     sessions: quick_cache::sync::Cache<String, (TunnelName, Arc<str>, Arc<str>)>,
     next_pick: std::sync::atomic::AtomicUsize,
     claims: Mutex<HashMap<TunnelName, Claim>>,
-    claims_path: PathBuf,
+    store: Arc<dyn Store>,
     next_generation: AtomicU64,
 }
 
 impl Registry {
-    /// Loads the claims from `state`.
-    pub fn load(state: &StateDir) -> anyhow::Result<Self> {
-        let claims_path = state.path("tunnels.json");
-        let claims = read_claims(&claims_path)?;
+    /// Loads the claims from `store` (importing a `tunnels.json` left in
+    /// `state` by an older relay first).
+    pub fn load(state: &StateDir, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let claims = load_claims(state, store.as_ref())?;
         Ok(Self {
             online: RwLock::new(HashMap::new()),
             sessions: quick_cache::sync::Cache::new(MAX_SESSIONS),
             next_pick: std::sync::atomic::AtomicUsize::new(0),
             claims: Mutex::new(claims),
-            claims_path,
+            store,
             next_generation: AtomicU64::new(1),
         })
+    }
+
+    /// Re-reads every claim from the store: names reserved or released with
+    /// `mcp-relay tunnels` (another process) since.
+    pub fn reload_claims(&self) -> anyhow::Result<()> {
+        let claims = claims_from_store(self.store.as_ref())?;
+        *lock(&self.claims) = claims;
+        Ok(())
     }
 
     /// Finds the agent serving `name`.
@@ -229,10 +238,7 @@ impl Registry {
 
     /// Who claimed `name` (an agent token id, or `user:<id>`).
     pub fn claim_owner(&self, name: &str) -> Option<String> {
-        lock(&self.claims)
-            .iter()
-            .find(|(t, _)| t.as_str() == name)
-            .map(|(_, c)| c.owner.clone())
+        lock(&self.claims).get(name).map(|c| c.owner.clone())
     }
 
     /// Every claimed tunnel and its owner string.
@@ -245,11 +251,7 @@ impl Registry {
 
     /// The live connections serving `name`.
     pub fn agents_of(&self, name: &str) -> Vec<Arc<AgentHandle>> {
-        read(&self.online)
-            .iter()
-            .find(|(t, _)| t.as_str() == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        read(&self.online).get(name).cloned().unwrap_or_default()
     }
 
     /// Number of connected agents.
@@ -270,37 +272,7 @@ impl Registry {
         max_streams: u32,
         owner_is_valid: impl Fn(&str) -> bool,
     ) -> Result<(Arc<AgentHandle>, Option<Arc<AgentHandle>>), RegisterError> {
-        {
-            let mut claims = lock(&self.claims);
-            // An admin may have reserved names (`mcp-relay tunnels reserve`) since.
-            if let Ok(on_disk) = read_claims(&self.claims_path) {
-                *claims = on_disk;
-            }
-            match claims.get(name) {
-                Some(c) if c.owner == owner => {}
-                Some(c) if owner_is_valid(&c.owner) => {
-                    return Err(RegisterError::NameTaken(name.clone()));
-                }
-                _ => {
-                    claims.insert(
-                        name.clone(),
-                        Claim {
-                            owner: owner.to_owned(),
-                            claimed_at: SystemTime::now()
-                                .duration_since(UNIX_EPOCH)
-                                .map(|d| d.as_secs())
-                                .unwrap_or(0),
-                        },
-                    );
-                    let bytes =
-                        serde_json::to_vec_pretty(&*claims).map_err(|_| RegisterError::Store)?;
-                    write_private(&self.claims_path, &bytes).map_err(|e| {
-                        tracing::error!(error = %format!("{e:#}"), "saving tunnel claims");
-                        RegisterError::Store
-                    })?;
-                }
-            }
-        }
+        self.claim(name, owner, owner_is_valid)?;
         let handle = Arc::new(AgentHandle {
             remote: conn.remote_address(),
             conn,
@@ -362,8 +334,108 @@ impl Registry {
     }
 }
 
-/// Reads the tunnel-name claims file (missing: none).
-pub fn read_claims(path: &std::path::Path) -> anyhow::Result<HashMap<TunnelName, Claim>> {
+impl Registry {
+    /// Claims `name` for `owner` unless another valid credential holds it.
+    /// Reads the claim from the store (an admin may have reserved or
+    /// released the name since), writes only a new or changed claim.
+    fn claim(
+        &self,
+        name: &TunnelName,
+        owner: &str,
+        owner_is_valid: impl Fn(&str) -> bool,
+    ) -> Result<(), RegisterError> {
+        let store_err = |e: crate::store::StoreError| {
+            tracing::error!(error = %e, tunnel = %name, "saving the tunnel claim");
+            RegisterError::Store
+        };
+        let mut claims = lock(&self.claims);
+        let current = self.store.tunnel_claim(name.as_str()).map_err(store_err)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match current {
+            Some((o, at)) if o == owner || owner_is_valid(&o) => {
+                let mine = o == owner;
+                claims.insert(
+                    name.clone(),
+                    Claim {
+                        owner: o,
+                        claimed_at: u64::try_from(at).unwrap_or(0),
+                    },
+                );
+                if !mine {
+                    return Err(RegisterError::NameTaken(name.clone()));
+                }
+            }
+            // The owner's credential was revoked: the name is free again.
+            Some(_) => {
+                self.store
+                    .set_tunnel_claim(name.as_str(), owner, now as i64)
+                    .map_err(store_err)?;
+                claims.insert(name.clone(), claim_of(owner, now));
+            }
+            None => {
+                if !self
+                    .store
+                    .add_tunnel_claim(name.as_str(), owner, now as i64)
+                    .map_err(store_err)?
+                {
+                    // Claimed by someone else a moment ago (`tunnels reserve`).
+                    return Err(RegisterError::NameTaken(name.clone()));
+                }
+                claims.insert(name.clone(), claim_of(owner, now));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn claim_of(owner: &str, at: u64) -> Claim {
+    Claim {
+        owner: owner.to_owned(),
+        claimed_at: at,
+    }
+}
+
+/// Every claim in the store, after importing a `tunnels.json` an older
+/// relay left in `state` (then renamed `tunnels.json.imported`).
+pub fn load_claims(
+    state: &StateDir,
+    store: &dyn Store,
+) -> anyhow::Result<HashMap<TunnelName, Claim>> {
+    let legacy = state.path("tunnels.json");
+    if legacy.exists() {
+        let old = read_claims(&legacy)?;
+        for (name, c) in &old {
+            store
+                .add_tunnel_claim(name.as_str(), &c.owner, c.claimed_at as i64)
+                .context("importing tunnels.json into the state database")?;
+        }
+        let done = state.path("tunnels.json.imported");
+        std::fs::rename(&legacy, &done)
+            .with_context(|| format!("renaming {} after importing it", legacy.display()))?;
+        tracing::info!(
+            claims = old.len(),
+            "imported the tunnel claims of tunnels.json into the state database (kept as {})",
+            done.display()
+        );
+    }
+    claims_from_store(store)
+}
+
+fn claims_from_store(store: &dyn Store) -> anyhow::Result<HashMap<TunnelName, Claim>> {
+    let mut out = HashMap::new();
+    for (name, owner, at) in store.tunnel_claims().context("reading tunnel claims")? {
+        let name = TunnelName::parse(&name)
+            .with_context(|| format!("tunnel_claims holds an invalid name {name:?}"))?;
+        out.insert(name, claim_of(&owner, u64::try_from(at).unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Reads a tunnel-name claims file of an older relay (missing: none).
+fn read_claims(path: &std::path::Path) -> anyhow::Result<HashMap<TunnelName, Claim>> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| {
             format!(
@@ -376,14 +448,6 @@ pub fn read_claims(path: &std::path::Path) -> anyhow::Result<HashMap<TunnelName,
     }
 }
 
-/// Writes the tunnel-name claims file (0600, atomically).
-pub fn write_claims(
-    path: &std::path::Path,
-    claims: &HashMap<TunnelName, Claim>,
-) -> anyhow::Result<()> {
-    write_private(path, &serde_json::to_vec_pretty(claims)?)
-}
-
 // A poisoned lock means a thread panicked while holding it; the maps stay
 // structurally valid, so carry on with the data rather than cascade the panic.
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -394,4 +458,78 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn fixture() -> (tempfile::TempDir, StateDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&state.path(crate::store::DB_FILE)).unwrap());
+        (dir, state, store)
+    }
+
+    fn name(s: &str) -> TunnelName {
+        TunnelName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn first_credential_keeps_the_name_until_it_is_revoked() {
+        let (_dir, state, store) = fixture();
+        let reg = Registry::load(&state, store.clone()).unwrap();
+        let valid = |o: &str| o != "revoked";
+        reg.claim(&name("shop"), "alice", valid).unwrap();
+        // The same credential again: fine, nothing rewritten.
+        reg.claim(&name("shop"), "alice", valid).unwrap();
+        assert_eq!(
+            reg.claim(&name("shop"), "bob", valid),
+            Err(RegisterError::NameTaken(name("shop")))
+        );
+        assert_eq!(reg.claim_owner("shop").as_deref(), Some("alice"));
+        assert_eq!(store.tunnel_claim("shop").unwrap().unwrap().0, "alice");
+
+        // An admin moved the name (another process, straight to the store):
+        // the next connection sees it without a reload.
+        store.set_tunnel_claim("shop", "revoked", 1).unwrap();
+        reg.claim(&name("shop"), "bob", valid).unwrap();
+        assert_eq!(store.tunnel_claim("shop").unwrap().unwrap().0, "bob");
+
+        // A reservation made elsewhere shows up after reload_claims.
+        store.set_tunnel_claim("reserved", "carol", 2).unwrap();
+        assert_eq!(reg.claim_owner("reserved"), None);
+        reg.reload_claims().unwrap();
+        assert_eq!(reg.claim_owner("reserved").as_deref(), Some("carol"));
+        assert!(matches!(reg.lookup(&name("reserved")), Lookup::Offline));
+        assert!(matches!(reg.lookup(&name("nobody")), Lookup::Unknown));
+    }
+
+    #[test]
+    fn an_older_relays_tunnels_json_is_imported_once() {
+        let (_dir, state, store) = fixture();
+        std::fs::write(
+            state.path("tunnels.json"),
+            r#"{"shop": {"owner": "tok1", "claimed_at": 100}, "docs": {"owner": "user:7", "claimed_at": 200}}"#,
+        )
+        .unwrap();
+        let claims = load_claims(&state, store.as_ref()).unwrap();
+        assert_eq!(claims.len(), 2);
+        assert_eq!(claims[&name("docs")].owner, "user:7");
+        assert!(!state.path("tunnels.json").exists());
+        assert!(state.path("tunnels.json.imported").exists());
+        assert_eq!(
+            store.tunnel_claim("shop").unwrap(),
+            Some(("tok1".into(), 100))
+        );
+        // A broken file stops start-up with a message naming it.
+        std::fs::write(state.path("tunnels.json"), "{not json").unwrap();
+        let e = load_claims(&state, store.as_ref()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("tunnels.json is corrupt"),
+            "{e:#}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //!   quic-reset.key        stateless-reset key (0600): a restarted relay resets old agent
 //!                         connections at once, so agents reconnect within a heartbeat
 //!   agent-tokens.json     hashes of agent tokens (never the tokens)
-//!   tunnels.json          which credential owns which tunnel name
+//!   tunnels.json.imported claims of an older relay, moved into relay.db
 //!   endpoints.json        the addresses this relay bound (written at start, for tools and tests)
 //!   dev-ca.pem, dev-ca.key, dev-cert.pem, dev-key.pem   (--dev only)
 //! ```

@@ -68,7 +68,7 @@ pub fn explain(
     q: &ExplainQuery,
 ) -> anyhow::Result<(bool, String)> {
     let policy = super::PolicyState::load(admin_files)?;
-    let claims = crate::registry::read_claims(&state.path("tunnels.json"))?;
+    let claims = crate::registry::load_claims(state, store)?;
     let owners: HashMap<String, super::Owner> = claims
         .iter()
         .map(|(t, c)| {

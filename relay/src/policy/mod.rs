@@ -142,13 +142,13 @@ impl PolicyState {
         for t in owners.keys() {
             inputs.insert(t.clone(), blank(t));
         }
-        for p in store.tunnel_policies()? {
+        for p in store.tunnel_policies(None)? {
             inputs
                 .entry(p.tunnel.clone())
                 .or_insert_with(|| blank(&p.tunnel))
                 .policy = Some(PolicySource::new(p.file_name, p.text));
         }
-        for (t, tools) in store.tool_catalogs()? {
+        for (t, tools) in store.tool_catalogs(None)? {
             inputs.entry(t.clone()).or_insert_with(|| blank(&t)).tools = parse_tools(&tools);
         }
         for g in store.list_grants(None)? {
@@ -193,14 +193,14 @@ impl PolicyState {
         let i = Inputs {
             owner,
             policy: store
-                .tunnel_policies()?
+                .tunnel_policies(Some(tunnel))?
                 .into_iter()
-                .find(|p| p.tunnel == tunnel)
+                .next()
                 .map(|p| PolicySource::new(p.file_name, p.text)),
             tools: store
-                .tool_catalogs()?
+                .tool_catalogs(Some(tunnel))?
                 .into_iter()
-                .find(|(t, _)| t == tunnel)
+                .next()
                 .map(|(_, v)| parse_tools(&v))
                 .unwrap_or_default(),
             grants: store

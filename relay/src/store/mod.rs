@@ -373,13 +373,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         policy: Option<(&str, &str)>,
     ) -> Result<(), StoreError>;
 
-    /// Every tunnel's owner policy.
-    fn tunnel_policies(&self) -> Result<Vec<TunnelPolicy>, StoreError>;
+    /// Every tunnel's owner policy, or only `tunnel`'s.
+    fn tunnel_policies(&self, tunnel: Option<&str>) -> Result<Vec<TunnelPolicy>, StoreError>;
 
     /// Saves the tools (a JSON array of `{name, annotations}`) a tunnel's
     /// agent reported; unchanged lists are not a change.
     fn set_tool_catalog(&self, tunnel: &str, tools: &serde_json::Value) -> Result<(), StoreError>;
 
-    /// Every tunnel's last reported tools.
-    fn tool_catalogs(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+    /// Every tunnel-name claim (name, owner credential, when claimed).
+    fn tunnel_claims(&self) -> Result<Vec<(String, String, UnixTime)>, StoreError>;
+
+    /// One tunnel name's claim: (owner credential, when claimed).
+    fn tunnel_claim(&self, tunnel: &str) -> Result<Option<(String, UnixTime)>, StoreError>;
+
+    /// Claims `tunnel` for `owner` at `claimed_at`, replacing any claim.
+    fn set_tunnel_claim(
+        &self,
+        tunnel: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// Claims `tunnel` for `owner` unless someone already has it; true if it
+    /// was free.
+    fn add_tunnel_claim(
+        &self,
+        tunnel: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases a claim; false if the name was not claimed.
+    fn remove_tunnel_claim(&self, tunnel: &str) -> Result<bool, StoreError>;
+
+    /// Every tunnel's last reported tools, or only `tunnel`'s.
+    fn tool_catalogs(
+        &self,
+        tunnel: Option<&str>,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 }

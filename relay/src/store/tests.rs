@@ -1555,19 +1555,35 @@ fn owner_policies_and_tool_catalogs_replace_and_only_real_changes_bump_the_revis
         )
         .unwrap();
     assert_eq!(f.store.revision().unwrap(), rev, "same text: no change");
-    let p = f.store.tunnel_policies().unwrap();
+    let p = f.store.tunnel_policies(None).unwrap();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].file_name, "shop.cedar");
     f.store.set_tunnel_policy("shop", None).unwrap();
-    assert!(f.store.tunnel_policies().unwrap().is_empty());
+    assert!(f.store.tunnel_policies(None).unwrap().is_empty());
 
     let tools = serde_json::json!([{"name": "read_query", "annotations": {"readOnlyHint": true}}]);
     f.store.set_tool_catalog("shop", &tools).unwrap();
     let rev = f.store.revision().unwrap();
     f.store.set_tool_catalog("shop", &tools).unwrap();
     assert_eq!(f.store.revision().unwrap(), rev);
+    f.store
+        .set_tool_catalog("other", &serde_json::json!([]))
+        .unwrap();
     assert_eq!(
-        f.second().tool_catalogs().unwrap(),
+        f.second().tool_catalogs(Some("shop")).unwrap(),
         vec![("shop".to_owned(), tools)]
+    );
+    assert_eq!(f.store.tool_catalogs(None).unwrap().len(), 2);
+    assert!(f.store.tool_catalogs(Some("nope")).unwrap().is_empty());
+    f.store
+        .set_tunnel_policy(
+            "other",
+            Some(("o.cedar", "permit(principal, action, resource);")),
+        )
+        .unwrap();
+    assert!(f.store.tunnel_policies(Some("shop")).unwrap().is_empty());
+    assert_eq!(
+        f.store.tunnel_policies(Some("other")).unwrap()[0].file_name,
+        "o.cedar"
     );
 }

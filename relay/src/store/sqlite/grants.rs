@@ -124,21 +124,31 @@ pub(super) fn set_policy(
     Ok(())
 }
 
-pub(super) fn policies(conn: &Connection) -> Result<Vec<TunnelPolicy>, StoreError> {
-    query_all(
-        conn,
-        "reading tunnel policies",
-        "SELECT tunnel, file_name, text, updated_at FROM tunnel_policies ORDER BY tunnel",
-        [],
-        |r| {
-            Ok(TunnelPolicy {
-                tunnel: col(r, "tunnel", "tunnel_policies")?,
-                file_name: col(r, "file_name", "tunnel_policies")?,
-                text: col(r, "text", "tunnel_policies")?,
-                updated_at: col(r, "updated_at", "tunnel_policies")?,
-            })
-        },
-    )
+pub(super) fn policies(
+    conn: &Connection,
+    tunnel: Option<&str>,
+) -> Result<Vec<TunnelPolicy>, StoreError> {
+    // Two statements rather than `?1 IS NULL OR tunnel = ?1`, which SQLite
+    // plans as a full scan: one tunnel's row is a primary-key lookup.
+    let (sql, tunnel) = match tunnel {
+        Some(t) => (
+            "SELECT tunnel, file_name, text, updated_at FROM tunnel_policies WHERE tunnel = ?1",
+            t,
+        ),
+        None => (
+            "SELECT tunnel, file_name, text, updated_at FROM tunnel_policies
+             WHERE ?1 = ?1 ORDER BY tunnel",
+            "",
+        ),
+    };
+    query_all(conn, "reading tunnel policies", sql, [tunnel], |r| {
+        Ok(TunnelPolicy {
+            tunnel: col(r, "tunnel", "tunnel_policies")?,
+            file_name: col(r, "file_name", "tunnel_policies")?,
+            text: col(r, "text", "tunnel_policies")?,
+            updated_at: col(r, "updated_at", "tunnel_policies")?,
+        })
+    })
 }
 
 pub(super) fn set_tools(
@@ -159,19 +169,26 @@ pub(super) fn set_tools(
     Ok(())
 }
 
-pub(super) fn tools(conn: &Connection) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-    query_all(
-        conn,
-        "reading tool catalogs",
-        "SELECT tunnel, tools_json FROM tool_catalogs ORDER BY tunnel",
-        [],
-        |r| {
-            Ok((
-                col(r, "tunnel", "tool_catalogs")?,
-                get_json(r, "tools_json", "tool_catalogs")?,
-            ))
-        },
-    )
+pub(super) fn tools(
+    conn: &Connection,
+    tunnel: Option<&str>,
+) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    let (sql, tunnel) = match tunnel {
+        Some(t) => (
+            "SELECT tunnel, tools_json FROM tool_catalogs WHERE tunnel = ?1",
+            t,
+        ),
+        None => (
+            "SELECT tunnel, tools_json FROM tool_catalogs WHERE ?1 = ?1 ORDER BY tunnel",
+            "",
+        ),
+    };
+    query_all(conn, "reading tool catalogs", sql, [tunnel], |r| {
+        Ok((
+            col(r, "tunnel", "tool_catalogs")?,
+            get_json(r, "tools_json", "tool_catalogs")?,
+        ))
+    })
 }
 
 fn decode(r: &Row<'_>) -> Result<Grant, StoreError> {

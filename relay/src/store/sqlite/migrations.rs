@@ -156,6 +156,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // v4: tunnel-name claims move from tunnels.json (rewritten whole, with an
+    // fsync, for every new name: quadratic in the number of tunnels) to a
+    // table; the relay imports an existing tunnels.json once.
+    r#"
+    CREATE TABLE tunnel_claims (
+        tunnel      TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        claimed_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The newest schema this build knows.

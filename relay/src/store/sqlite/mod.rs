@@ -430,8 +430,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn tunnel_policies(&self) -> Result<Vec<super::TunnelPolicy>, StoreError> {
-        self.read(|conn, _| grants::policies(conn))
+    fn tunnel_policies(
+        &self,
+        tunnel: Option<&str>,
+    ) -> Result<Vec<super::TunnelPolicy>, StoreError> {
+        self.read(|conn, _| grants::policies(conn, tunnel))
     }
 
     fn set_tool_catalog(&self, tunnel: &str, tools: &serde_json::Value) -> Result<(), StoreError> {
@@ -440,8 +443,96 @@ impl Store for SqliteStore {
         })
     }
 
-    fn tool_catalogs(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        self.read(|conn, _| grants::tools(conn))
+    fn tool_catalogs(
+        &self,
+        tunnel: Option<&str>,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        self.read(|conn, _| grants::tools(conn, tunnel))
+    }
+
+    fn tunnel_claims(&self) -> Result<Vec<(String, String, UnixTime)>, StoreError> {
+        self.read(|conn, _| {
+            query_all(
+                conn,
+                "reading tunnel claims",
+                "SELECT tunnel, owner, claimed_at FROM tunnel_claims ORDER BY tunnel",
+                [],
+                |r| {
+                    Ok((
+                        col(r, "tunnel", "tunnel_claims")?,
+                        col(r, "owner", "tunnel_claims")?,
+                        col(r, "claimed_at", "tunnel_claims")?,
+                    ))
+                },
+            )
+        })
+    }
+
+    fn tunnel_claim(&self, tunnel: &str) -> Result<Option<(String, UnixTime)>, StoreError> {
+        self.read(|conn, _| {
+            Ok(query_all(
+                conn,
+                "reading a tunnel claim",
+                "SELECT owner, claimed_at FROM tunnel_claims WHERE tunnel = ?1",
+                [tunnel],
+                |r| {
+                    Ok((
+                        col(r, "owner", "tunnel_claims")?,
+                        col(r, "claimed_at", "tunnel_claims")?,
+                    ))
+                },
+            )?
+            .into_iter()
+            .next())
+        })
+    }
+
+    fn set_tunnel_claim(
+        &self,
+        tunnel: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.write("saving a tunnel claim", |tx, _| {
+            exec(
+                tx,
+                "saving a tunnel claim",
+                "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tunnel) DO UPDATE SET owner = ?2, claimed_at = ?3",
+                rusqlite::params![tunnel, owner, claimed_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn add_tunnel_claim(
+        &self,
+        tunnel: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.write("saving a tunnel claim", |tx, _| {
+            let n = exec(
+                tx,
+                "saving a tunnel claim",
+                "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tunnel) DO NOTHING",
+                rusqlite::params![tunnel, owner, claimed_at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn remove_tunnel_claim(&self, tunnel: &str) -> Result<bool, StoreError> {
+        self.write("releasing a tunnel claim", |tx, _| {
+            let n = exec(
+                tx,
+                "releasing a tunnel claim",
+                "DELETE FROM tunnel_claims WHERE tunnel = ?1",
+                [tunnel],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     fn purge_expired(&self, now: UnixTime) -> Result<PurgeReport, StoreError> {
