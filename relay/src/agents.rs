@@ -119,10 +119,25 @@ async fn handle_connection(
         Credentials::DeviceCertificate => Some(check_device(&app, &conn).await),
         Credentials::AgentToken { .. } => None,
     };
+    // Admission reads (and for a new name writes) the tunnel claim in the
+    // store: on the blocking pool, not on a worker every connection shares.
+    let admit_blocking = |device: Option<AdmittedDevice>| {
+        let (app, conn, hello) = (app.clone(), conn.clone(), hello.clone());
+        async move {
+            tokio::task::spawn_blocking(move || admit(&app, &conn, &hello, device))
+                .await
+                .unwrap_or_else(|e| {
+                    Err((
+                        ErrorCode::INTERNAL,
+                        format!("admitting the agent failed: {e}"),
+                    ))
+                })
+        }
+    };
     let (admitted, device) = match device {
         Some(Err(refusal)) => (Err(refusal), None),
-        Some(Ok(d)) => (admit(&app, &conn, &hello, Some(d.clone())), Some(d)),
-        None => (admit(&app, &conn, &hello, None), None),
+        Some(Ok(d)) => (admit_blocking(Some(d.clone())).await, Some(d)),
+        None => (admit_blocking(None).await, None),
     };
     let (handle, tunnel) = match admitted {
         Ok(v) => v,

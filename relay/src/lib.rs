@@ -90,8 +90,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // at most one reset per 20 ms (50/s): with 1,000 agents most of them
     // then only noticed through their 10 s idle timeout, all at once. A
     // reset is always smaller than the packet that caused it, so answering
-    // every one cannot amplify traffic or loop.
-    endpoint_config.min_reset_interval(std::time::Duration::ZERO);
+    // every one cannot amplify traffic; 1 ms keeps a floor against
+    // reflection floods (1,000 resets/s) while 1,000 agents still learn of a
+    // restart within about a second.
+    endpoint_config.min_reset_interval(std::time::Duration::from_millis(1));
     let device_ca = devices::DeviceCa::load_or_create(&state).context("loading the device CA")?;
     let server_config = quic_server_config(&identity, &device_ca, &state, &config)?;
     let socket = std::net::UdpSocket::bind(config.quic).with_context(|| {

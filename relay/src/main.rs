@@ -1142,18 +1142,27 @@ fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
                     "tunnel {name} already belongs to someone else; pass --force to take it"
                 );
             }
-            store.set_tunnel_claim(
-                tunnel.as_str(),
-                &new_owner,
-                mcp_relay::oauth::token::unix_now() as i64,
-            )?;
+            let now = mcp_relay::oauth::token::unix_now() as i64;
+            if !force
+                && !claims.contains_key(&tunnel)
+                && !store.add_tunnel_claim(tunnel.as_str(), &new_owner, now)?
+            {
+                // An agent claimed it between the check and now.
+                anyhow::bail!(
+                    "tunnel {name} was just claimed by someone else; pass --force to take it"
+                );
+            }
+            // Written as an admin change (bumps the revision): running relays
+            // pick the new owner up within their revision poll.
+            store.set_tunnel_claim(tunnel.as_str(), &new_owner, now)?;
             eprintln!("tunnel {name} reserved for {owner}");
         }
         TunnelsCommand::Release { name, at } => {
             let (state, store) = at.open()?;
             let tunnel = mcp_tunnel_proto::TunnelName::parse(&name)?;
-            // Imports an older relay's tunnels.json first.
-            load_claims(&state, &store)?;
+            if !load_claims(&state, &store)?.contains_key(&tunnel) {
+                anyhow::bail!("tunnel {name} is not claimed");
+            }
             if !store.remove_tunnel_claim(tunnel.as_str())? {
                 anyhow::bail!("tunnel {name} is not claimed");
             }

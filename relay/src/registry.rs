@@ -127,13 +127,17 @@ pub struct Registry {
     claims: Mutex<HashMap<TunnelName, Claim>>,
     store: Arc<dyn Store>,
     next_generation: AtomicU64,
+    /// Connections in `online`, kept as a counter so admitting an agent does
+    /// not walk every tunnel.
+    online_total: std::sync::atomic::AtomicUsize,
 }
 
 impl Registry {
     /// Loads the claims from `store` (importing a `tunnels.json` left in
     /// `state` by an older relay first).
     pub fn load(state: &StateDir, store: Arc<dyn Store>) -> anyhow::Result<Self> {
-        let claims = load_claims(state, store.as_ref())?;
+        import_legacy_claims(state, store.as_ref())?;
+        let claims = claims_from_store(store.as_ref())?;
         Ok(Self {
             online: RwLock::new(HashMap::new()),
             sessions: quick_cache::sync::Cache::new(MAX_SESSIONS),
@@ -141,15 +145,44 @@ impl Registry {
             claims: Mutex::new(claims),
             store,
             next_generation: AtomicU64::new(1),
+            online_total: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// Re-reads every claim from the store: names reserved or released with
-    /// `mcp-relay tunnels` (another process) since.
-    pub fn reload_claims(&self) -> anyhow::Result<()> {
-        let claims = claims_from_store(self.store.as_ref())?;
-        *lock(&self.claims) = claims;
-        Ok(())
+    /// Re-reads every claim from the store (names reserved or released with
+    /// `mcp-relay tunnels`, another process, since) and disconnects every
+    /// agent serving a name that is no longer its owner's: a moved name must
+    /// not keep reaching the old owner's machine. Returns how many were cut.
+    pub fn reload_claims(&self) -> anyhow::Result<usize> {
+        let mut cut = Vec::new();
+        {
+            // Under the claims lock throughout (then the online lock; nothing
+            // takes them in the other order): a claim and registration made
+            // meanwhile is neither lost nor taken for a stale agent.
+            let mut claims = lock(&self.claims);
+            *claims = claims_from_store(self.store.as_ref())?;
+            let mut online = write(&self.online);
+            online.retain(|name, agents| {
+                let owner = claims.get(name).map(|c| c.owner.as_str());
+                agents.retain(|a| {
+                    let keep = Some(a.owner.as_str()) == owner;
+                    if !keep {
+                        cut.push(a.clone());
+                    }
+                    keep
+                });
+                !agents.is_empty()
+            });
+        }
+        self.online_total.fetch_sub(cut.len(), Ordering::Relaxed);
+        for a in &cut {
+            tracing::warn!(remote = %a.remote, owner = %a.owner, "the tunnel name was moved or released by the admin: disconnecting its agent");
+            a.conn.close(
+                ErrorCode::REPLACED.0.into(),
+                b"the tunnel name now belongs to someone else",
+            );
+        }
+        Ok(cut.len())
     }
 
     /// Finds the agent serving `name`.
@@ -256,7 +289,7 @@ impl Registry {
 
     /// Number of connected agents.
     pub fn online_count(&self) -> usize {
-        read(&self.online).values().map(Vec::len).sum()
+        self.online_total.load(Ordering::Relaxed)
     }
 
     /// Makes `conn` the agent for `name`, claiming the name for `owner` if it is
@@ -285,6 +318,7 @@ impl Registry {
         });
         let mut online = write(&self.online);
         let agents = online.entry(name.clone()).or_default();
+        let before = agents.len();
         // The same device (or, for token agents, the same credential)
         // reconnecting replaces its old connection; other devices stay.
         let same = |a: &Arc<AgentHandle>| match (&a.device, &handle.device) {
@@ -307,6 +341,15 @@ impl Registry {
             );
         }
         agents.push(handle.clone());
+        let after = agents.len();
+        // `before` counted `old` and the foreign ones, `after` the new one.
+        if after >= before {
+            self.online_total
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.online_total
+                .fetch_sub(before - after, Ordering::Relaxed);
+        }
         Ok((handle, old))
     }
 
@@ -319,6 +362,8 @@ impl Registry {
         let before = agents.len();
         agents.retain(|a| a.generation != generation);
         let removed = agents.len() != before;
+        self.online_total
+            .fetch_sub(before - agents.len(), Ordering::Relaxed);
         if agents.is_empty() {
             online.remove(name);
         }
@@ -368,11 +413,16 @@ impl Registry {
                     return Err(RegisterError::NameTaken(name.clone()));
                 }
             }
-            // The owner's credential was revoked: the name is free again.
-            Some(_) => {
-                self.store
-                    .set_tunnel_claim(name.as_str(), owner, now as i64)
-                    .map_err(store_err)?;
+            // The owner's credential was revoked: the name is free again,
+            // unless an admin moved it in the meantime.
+            Some((old, _)) => {
+                if !self
+                    .store
+                    .replace_tunnel_claim(name.as_str(), &old, owner, now as i64)
+                    .map_err(store_err)?
+                {
+                    return Err(RegisterError::NameTaken(name.clone()));
+                }
                 claims.insert(name.clone(), claim_of(owner, now));
             }
             None => {
@@ -398,30 +448,55 @@ fn claim_of(owner: &str, at: u64) -> Claim {
     }
 }
 
-/// Every claim in the store, after importing a `tunnels.json` an older
-/// relay left in `state` (then renamed `tunnels.json.imported`).
+/// Every claim: the store's, plus (for names the store lacks) those of a
+/// `tunnels.json` an older relay left in `state` and no relay has imported
+/// yet. Read-only: only `mcp-relay serve` imports the file (see
+/// [`Registry::load`]), so a command run beside an older relay changes
+/// nothing under it.
 pub fn load_claims(
     state: &StateDir,
     store: &dyn Store,
 ) -> anyhow::Result<HashMap<TunnelName, Claim>> {
-    let legacy = state.path("tunnels.json");
-    if legacy.exists() {
-        let old = read_claims(&legacy)?;
-        for (name, c) in &old {
-            store
-                .add_tunnel_claim(name.as_str(), &c.owner, c.claimed_at as i64)
-                .context("importing tunnels.json into the state database")?;
-        }
-        let done = state.path("tunnels.json.imported");
-        std::fs::rename(&legacy, &done)
-            .with_context(|| format!("renaming {} after importing it", legacy.display()))?;
-        tracing::info!(
-            claims = old.len(),
-            "imported the tunnel claims of tunnels.json into the state database (kept as {})",
-            done.display()
-        );
+    let mut claims = claims_from_store(store)?;
+    for (name, c) in read_claims(&state.path("tunnels.json"))? {
+        claims.entry(name).or_insert(c);
     }
-    claims_from_store(store)
+    Ok(claims)
+}
+
+/// Moves the claims of an older relay's `tunnels.json` into the store (one
+/// transaction; names the store already has keep their owner), then renames
+/// the file `tunnels.json.imported`. Safe to repeat after a crash.
+fn import_legacy_claims(state: &StateDir, store: &dyn Store) -> anyhow::Result<()> {
+    let legacy = state.path("tunnels.json");
+    let old = read_claims(&legacy)?;
+    if old.is_empty() && !legacy.exists() {
+        return Ok(());
+    }
+    let rows: Vec<(String, String, i64)> = old
+        .iter()
+        .map(|(n, c)| (n.as_str().to_owned(), c.owner.clone(), c.claimed_at as i64))
+        .collect();
+    let added = store
+        .import_tunnel_claims(&rows)
+        .context("importing tunnels.json into the state database")?;
+    let done = state.path("tunnels.json.imported");
+    match std::fs::rename(&legacy, &done) {
+        Ok(()) => {}
+        // Someone else finished the same import.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("renaming {} after importing it", legacy.display()));
+        }
+    }
+    tracing::info!(
+        claims = old.len(),
+        added,
+        "imported the tunnel claims of tunnels.json into the state database (kept as {})",
+        done.display()
+    );
+    Ok(())
 }
 
 fn claims_from_store(store: &dyn Store) -> anyhow::Result<HashMap<TunnelName, Claim>> {
@@ -439,7 +514,7 @@ fn read_claims(path: &std::path::Path) -> anyhow::Result<HashMap<TunnelName, Cla
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| {
             format!(
-                "{} is corrupt; fix or remove it (it only records who owns which tunnel name)",
+                "{} is corrupt; fix it (it records who owns which tunnel name: removing it frees every name it holds)",
                 path.display()
             )
         }),
@@ -497,6 +572,23 @@ mod tests {
         store.set_tunnel_claim("shop", "revoked", 1).unwrap();
         reg.claim(&name("shop"), "bob", valid).unwrap();
         assert_eq!(store.tunnel_claim("shop").unwrap().unwrap().0, "bob");
+        // Taking over a revoked owner's name does not overwrite a claim an
+        // admin made in between.
+        store.set_tunnel_claim("gone", "revoked", 1).unwrap();
+        assert!(
+            !store
+                .replace_tunnel_claim("gone", "someone-else", "bob", 3)
+                .unwrap()
+        );
+        assert!(
+            store
+                .replace_tunnel_claim("gone", "revoked", "bob", 3)
+                .unwrap()
+        );
+        // Connections' own claims do not wake every relay's watcher.
+        let rev = store.revision().unwrap();
+        reg.claim(&name("fresh"), "dave", valid).unwrap();
+        assert_eq!(store.revision().unwrap(), rev);
 
         // A reservation made elsewhere shows up after reload_claims.
         store.set_tunnel_claim("reserved", "carol", 2).unwrap();
@@ -515,18 +607,25 @@ mod tests {
             r#"{"shop": {"owner": "tok1", "claimed_at": 100}, "docs": {"owner": "user:7", "claimed_at": 200}}"#,
         )
         .unwrap();
+        // Commands read it without importing (an older relay may still run).
+        store.set_tunnel_claim("shop", "admin-moved", 50).unwrap();
         let claims = load_claims(&state, store.as_ref()).unwrap();
         assert_eq!(claims.len(), 2);
         assert_eq!(claims[&name("docs")].owner, "user:7");
+        assert_eq!(claims[&name("shop")].owner, "admin-moved");
+        assert!(state.path("tunnels.json").exists());
+        // The relay imports it once; the store's own rows win.
+        let reg = Registry::load(&state, store.clone()).unwrap();
         assert!(!state.path("tunnels.json").exists());
         assert!(state.path("tunnels.json.imported").exists());
         assert_eq!(
-            store.tunnel_claim("shop").unwrap(),
-            Some(("tok1".into(), 100))
+            store.tunnel_claim("docs").unwrap(),
+            Some(("user:7".into(), 200))
         );
+        assert_eq!(reg.claim_owner("shop").as_deref(), Some("admin-moved"));
         // A broken file stops start-up with a message naming it.
         std::fs::write(state.path("tunnels.json"), "{not json").unwrap();
-        let e = load_claims(&state, store.as_ref()).unwrap_err();
+        let e = Registry::load(&state, store.clone()).unwrap_err();
         assert!(
             format!("{e:#}").contains("tunnels.json is corrupt"),
             "{e:#}"

@@ -457,6 +457,62 @@ async fn requests_beyond_the_agents_own_stream_cap_get_503_not_a_hang() {
     assert_eq!(r.status(), 200);
 }
 
+/// `mcp-relay tunnels reserve --force` (another process) moves a name that a
+/// live agent serves: the running relay disconnects that agent within its
+/// revision poll, and the name now refuses the old credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_moving_a_served_name_cuts_the_old_owners_agent() {
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    let upstream = Upstream::start().await.unwrap();
+    let mut agent = Agent::start(&relay, agent_opts("moved", &upstream.mcp_url())).unwrap();
+    let client = relay.authed_client("moved");
+    let url = format!("{}/t/moved/mcp", relay.https_url());
+    let r = client.post(&url).json(&rpc(1, "x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    relay.cli(&["users", "add", "bob@example.com"]).unwrap();
+    relay
+        .cli(&[
+            "tunnels",
+            "reserve",
+            "moved",
+            "--owner",
+            "bob@example.com",
+            "--force",
+        ])
+        .unwrap();
+    let cut = eventually(Duration::from_secs(5), async || {
+        // 502 (no agent for bob's name) or 403 (bob's policy: the tester
+        // is not its owner), depending on which the relay learns first.
+        let r = client.post(&url).json(&rpc(2, "x")).send().await.unwrap();
+        r.status() == 502 || r.status() == 403
+    })
+    .await;
+    assert!(
+        cut,
+        "the old owner's agent still serves\n{}",
+        agent.output()
+    );
+    // The agent is told why and stops (exit code 6: replaced).
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(15)).unwrap(),
+        6,
+        "{}",
+        agent.output()
+    );
+    assert!(
+        agent.output().contains("now belongs to someone else"),
+        "{}",
+        agent.output()
+    );
+    assert!(
+        relay
+            .cli(&["tunnels", "list"])
+            .unwrap()
+            .contains("moved\tbob@example.com")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_credential_cannot_take_a_tunnel_name_but_the_same_one_replaces_its_ghost() {
     let relay = Relay::start(RelayOptions::default()).unwrap();

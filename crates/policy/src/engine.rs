@@ -146,13 +146,19 @@ impl Engine {
     /// policies and prebuilds the tunnel's indexed sets; other tunnels are
     /// shared, not rebuilt.
     pub fn with_tunnel(&self, spec: TunnelSpec) -> Result<Engine, PolicyError> {
+        let mut next = self.clone();
+        next.set_tunnel(spec)?;
+        Ok(next)
+    }
+
+    /// [`Self::with_tunnel`] in place: the tunnel map is copied only while
+    /// another engine shares it, so rebuilding many tunnels of one engine
+    /// copies it once, not once per tunnel. On error nothing changes.
+    pub fn set_tunnel(&mut self, spec: TunnelSpec) -> Result<(), PolicyError> {
         let entry = self.build_tunnel(spec)?;
-        let mut tunnels = (*self.tunnels).clone();
-        tunnels.insert(Arc::from(entry.spec.name.as_str()), Arc::new(entry));
-        Ok(Engine {
-            admin: self.admin.clone(),
-            tunnels: Arc::new(tunnels),
-        })
+        Arc::make_mut(&mut self.tunnels)
+            .insert(Arc::from(entry.spec.name.as_str()), Arc::new(entry));
+        Ok(())
     }
 
     /// A copy of this engine without the named tunnel (requests to it are

@@ -73,6 +73,10 @@ pub const DEFAULT_FAILURE_TTL: Duration = Duration::from_secs(60);
 /// Most fetches in flight at once, across all URLs (16).
 pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 16;
 
+/// Host-name lookups for metadata documents in progress at once (each holds
+/// one of the relay's blocking threads until the system resolver returns).
+pub const MAX_DNS_LOOKUPS: usize = 8;
+
 /// The `User-Agent` sent with every fetch.
 pub const USER_AGENT: &str = concat!(
     "mcp-relay/",
@@ -350,6 +354,11 @@ pub struct CimdFetcher {
     roots: Vec<reqwest::Certificate>,
     cache: quick_cache::sync::Cache<String, CacheEntry>,
     permits: tokio::sync::Semaphore,
+    /// Name lookups in progress. The system resolver runs on a blocking
+    /// thread that a timeout cannot stop, so each lookup keeps its permit
+    /// until it really ends: a host whose DNS never answers can tie up at
+    /// most [`MAX_DNS_LOOKUPS`] of the relay's blocking threads.
+    dns_permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for CimdFetcher {
@@ -381,6 +390,7 @@ impl CimdFetcher {
         Ok(Self {
             cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
             permits: tokio::sync::Semaphore::new(config.max_concurrent_fetches.max(1)),
+            dns_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_DNS_LOOKUPS)),
             roots,
             config,
         })
@@ -455,13 +465,34 @@ impl CimdFetcher {
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| CimdError::Resolve {
-                    host: host_str.clone(),
-                    reason: e.to_string(),
-                })?
-                .collect(),
+            Some(Host::Domain(name)) => {
+                let permit = self
+                    .dns_permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| CimdError::Setup("the DNS limiter was closed".to_owned()))?;
+                let name = name.to_owned();
+                // Its own task: dropping this future (timeout) leaves the
+                // lookup, and its permit, until the resolver returns.
+                let lookup = tokio::spawn(async move {
+                    let r = tokio::net::lookup_host((name, port))
+                        .await
+                        .map(|a| a.collect::<Vec<_>>());
+                    drop(permit);
+                    r
+                });
+                lookup
+                    .await
+                    .map_err(|e| CimdError::Resolve {
+                        host: host_str.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .map_err(|e| CimdError::Resolve {
+                        host: host_str.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
             None => {
                 return Err(CimdError::InvalidUrl {
                     url: url.as_str().chars().take(100).collect(),

@@ -171,7 +171,7 @@ impl PolicyState {
             if built.get(&name) == Some(&print) {
                 continue;
             }
-            engine = with_tunnel(&engine, name.clone(), i);
+            set_tunnel(&mut engine, name.clone(), i);
             built.insert(name.clone(), print);
             changed.push(name);
         }
@@ -212,7 +212,8 @@ impl PolicyState {
         };
         built.insert(tunnel.to_owned(), fingerprint(&i));
         let current = self.engine();
-        let next = with_tunnel(&current, tunnel.to_owned(), i);
+        let mut next = (*current).clone();
+        set_tunnel(&mut next, tunnel.to_owned(), i);
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         Ok(())
     }
@@ -284,7 +285,7 @@ pub fn to_policy_grant(g: crate::store::Grant) -> Option<Grant> {
 /// Puts one tunnel into `engine`. An owner policy that no longer validates
 /// (e.g. written for another schema) fails closed: the tunnel keeps only its
 /// owner (no grants, no owner permits), and the error is logged.
-fn with_tunnel(engine: &Engine, name: String, i: Inputs) -> Engine {
+fn set_tunnel(engine: &mut Engine, name: String, i: Inputs) {
     let mut owner_policies: Vec<PolicySource> = i.policy.into_iter().collect();
     if i.owner == Owner::DevToken {
         owner_policies.push(dev_open_policy(&name));
@@ -296,8 +297,8 @@ fn with_tunnel(engine: &Engine, name: String, i: Inputs) -> Engine {
         grants: i.grants,
         tools: dedup_tools(i.tools),
     };
-    match engine.with_tunnel(spec) {
-        Ok(e) => e,
+    match engine.set_tunnel(spec) {
+        Ok(()) => {}
         Err(e) => {
             tracing::error!(tunnel = %name, "the owner's policy is invalid; only the owner keeps access: {e}");
             let fallback = TunnelSpec {
@@ -311,9 +312,9 @@ fn with_tunnel(engine: &Engine, name: String, i: Inputs) -> Engine {
                 grants: Vec::new(),
                 tools: Vec::new(),
             };
-            engine
-                .with_tunnel(fallback)
-                .unwrap_or_else(|_| engine.clone())
+            // The fallback has no owner policy to be invalid; if it still
+            // fails, the tunnel keeps its previous entry (or none: deny all).
+            let _ = engine.set_tunnel(fallback);
         }
     }
 }

@@ -386,7 +386,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One tunnel name's claim: (owner credential, when claimed).
     fn tunnel_claim(&self, tunnel: &str) -> Result<Option<(String, UnixTime)>, StoreError>;
 
-    /// Claims `tunnel` for `owner` at `claimed_at`, replacing any claim.
+    /// Claims `tunnel` for `owner` at `claimed_at`, replacing any claim (an
+    /// admin change: bumps the revision).
     fn set_tunnel_claim(
         &self,
         tunnel: &str,
@@ -395,7 +396,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), StoreError>;
 
     /// Claims `tunnel` for `owner` unless someone already has it; true if it
-    /// was free.
+    /// was free. A connection's own claim: the revision stays put.
     fn add_tunnel_claim(
         &self,
         tunnel: &str,
@@ -403,7 +404,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         claimed_at: UnixTime,
     ) -> Result<bool, StoreError>;
 
-    /// Releases a claim; false if the name was not claimed.
+    /// Moves `tunnel` from `old_owner` (a revoked credential) to `owner`;
+    /// false if its claim is no longer `old_owner`'s. The revision stays put.
+    fn replace_tunnel_claim(
+        &self,
+        tunnel: &str,
+        old_owner: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds `(tunnel, owner, claimed_at)` claims for names not claimed yet,
+    /// in one transaction; returns how many were added.
+    fn import_tunnel_claims(
+        &self,
+        claims: &[(String, String, UnixTime)],
+    ) -> Result<usize, StoreError>;
+
+    /// Releases a claim (an admin change); false if the name was not claimed.
     fn remove_tunnel_claim(&self, tunnel: &str) -> Result<bool, StoreError>;
 
     /// Every tunnel's last reported tools, or only `tunnel`'s.

@@ -511,15 +511,53 @@ impl Store for SqliteStore {
         owner: &str,
         claimed_at: UnixTime,
     ) -> Result<bool, StoreError> {
-        self.write("saving a tunnel claim", |tx, _| {
-            let n = exec(
-                tx,
-                "saving a tunnel claim",
-                "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tunnel) DO NOTHING",
-                rusqlite::params![tunnel, owner, claimed_at],
-            )?;
-            Ok(n == 1)
+        // Not through `write`: a connection claiming a free name is not an
+        // admin change, so the revision (which wakes every relay's watchers)
+        // stays put; the relay keeps its own copy up to date.
+        let conn = self.lock();
+        let n = exec(
+            &conn,
+            "saving a tunnel claim",
+            "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tunnel) DO NOTHING",
+            rusqlite::params![tunnel, owner, claimed_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn replace_tunnel_claim(
+        &self,
+        tunnel: &str,
+        old_owner: &str,
+        owner: &str,
+        claimed_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let n = exec(
+            &conn,
+            "saving a tunnel claim",
+            "UPDATE tunnel_claims SET owner = ?3, claimed_at = ?4 WHERE tunnel = ?1 AND owner = ?2",
+            rusqlite::params![tunnel, old_owner, owner, claimed_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn import_tunnel_claims(
+        &self,
+        claims: &[(String, String, UnixTime)],
+    ) -> Result<usize, StoreError> {
+        self.write("importing tunnel claims", |tx, _| {
+            let mut added = 0;
+            for (tunnel, owner, at) in claims {
+                added += exec(
+                    tx,
+                    "importing tunnel claims",
+                    "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tunnel) DO NOTHING",
+                    rusqlite::params![tunnel, owner, at],
+                )? as usize;
+            }
+            Ok(added)
         })
     }
 
