@@ -9,7 +9,7 @@
 //! its upstream request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -50,6 +50,10 @@ const HOP_BY_HOP: &[&str] = &[
 const CREDENTIALS: &[&str] = &["authorization", "cookie"];
 
 /// Handles every request under `/t/`.
+/// How long a refused request's body may take to arrive before the refusal
+/// is sent anyway.
+const DRAIN_REFUSED_BODY: Duration = Duration::from_secs(2);
+
 pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
     if let Err(e) = app.host_policy.check(req.uri(), req.headers()) {
@@ -77,7 +81,20 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     // caller learns nothing, not even whether the tunnel exists.
     let caller = match app.auth.check(req.uri().query(), req.headers(), &tunnel) {
         Ok(c) => c,
-        Err(refusal) => return app.auth.refusal_response(&tunnel, refusal),
+        Err(refusal) => {
+            // Read (and drop) the body first, bounded: answering while the
+            // client is still sending makes the server close a half-read
+            // connection, and the client may see a reset instead of the 401
+            // that tells it to sign in (an MCP client's first POST always
+            // gets one).
+            let limit = app.config.limits.max_request_body as usize;
+            let _ = tokio::time::timeout(
+                DRAIN_REFUSED_BODY,
+                Limited::new(req.into_body(), limit).collect(),
+            )
+            .await;
+            return app.auth.refusal_response(&tunnel, refusal);
+        }
     };
     let session = req
         .headers()
