@@ -244,34 +244,33 @@ if want requests; then
     stop_all
 fi
 
+# program NAME JSON-FLAG ARGS...: runs one scenario program in the
+# background (so Ctrl-C reaches the trap), shows the end of its summary, and
+# hands its JSON to bench-report with JSON-FLAG.
+program() {
+    local name=$1 flag=$2
+    shift 2
+    "$BIN/$name" "$@" --json "$WORK/$name.json" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    PIDS+=($!)
+    wait "$!" || { log "$name failed"; tail -n 30 "$WORK/$name.log" >&2; exit 1; }
+    grep -v '^\s*$' "$WORK/$name.log" | tail -n 8 | sed 's/^/    /' >&2
+    EXTRA_ARGS+=("$flag" "$WORK/$name.json")
+}
+
 if want sse; then
     log "SSE fan-out: 1,000 and 10,000 streams through one tunnel"
-    "$BIN/sse-bench" --relay-bin "$BIN/mcp-relay" --agent-bin "$BIN/mcp-agent" \
-        --streams 1000,10000 --json "$WORK/sse.json" >/dev/null 2>"$WORK/sse-bench.log" &
-    PIDS+=($!)
-    wait "$!" || { log "sse-bench failed"; tail -n 30 "$WORK/sse-bench.log" >&2; exit 1; }
-    grep -v '^\s*$' "$WORK/sse-bench.log" | tail -n 8 | sed 's/^/    /' >&2
-    EXTRA_ARGS+=(--sse "$WORK/sse.json")
+    program sse-bench --sse --relay-bin "$BIN/mcp-relay" --agent-bin "$BIN/mcp-agent" \
+        --streams 1000,10000
 fi
-
 if want swarm; then
     log "idle agents (1,000 and 10,000) and a relay restart under 1,000 agents"
-    "$BIN/swarm-bench" --relay-bin "$BIN/mcp-relay" --agents 1000,10000 --reconnect-agents 1000 \
-        --idle-secs "$IDLE_SECS" --json "$WORK/swarm.json" >/dev/null 2>"$WORK/swarm-bench.log" &
-    PIDS+=($!)
-    wait "$!" || { log "swarm-bench failed"; tail -n 30 "$WORK/swarm-bench.log" >&2; exit 1; }
-    grep -v '^\s*$' "$WORK/swarm-bench.log" | tail -n 8 | sed 's/^/    /' >&2
-    EXTRA_ARGS+=(--swarm "$WORK/swarm.json")
+    program swarm-bench --swarm --relay-bin "$BIN/mcp-relay" --agents 1000,10000 \
+        --reconnect-agents 1000 --idle-secs "$IDLE_SECS"
 fi
-
 if want sqlite; then
     log "SQLite tool: ours vs mcp-server-sqlite, $ROUNDS rounds"
-    "$BIN/sqlite-bench" --agent "$BIN/mcp-agent" --reference "$(peers_reference_sqlite)" \
-        --rounds "$ROUNDS" --seconds "$SQLITE_SECONDS" --json "$WORK/sqlite.json" \
-        >"$WORK/sqlite-bench.out" 2>"$WORK/sqlite-bench.log" &
-    PIDS+=($!)
-    wait "$!" || { log "sqlite-bench failed"; tail -n 30 "$WORK/sqlite-bench.log" >&2; exit 1; }
-    EXTRA_ARGS+=(--sqlite "$WORK/sqlite.json")
+    program sqlite-bench --sqlite --agent "$BIN/mcp-agent" --reference "$(peers_reference_sqlite)" \
+        --rounds "$ROUNDS" --seconds "$SQLITE_SECONDS"
 fi
 
 echo >&2

@@ -1143,18 +1143,17 @@ fn tunnels(cmd: TunnelsCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let now = mcp_relay::oauth::token::unix_now() as i64;
-            if !force
-                && !claims.contains_key(&tunnel)
-                && !store.add_tunnel_claim(tunnel.as_str(), &new_owner, now)?
+            // Admin changes (they bump the revision): running relays pick the
+            // new owner up within their revision poll.
+            if force || claims.contains_key(&tunnel) {
+                store.set_tunnel_claim(tunnel.as_str(), &new_owner, now)?;
+            } else if store.add_tunnel_claims(&[(tunnel.as_str().to_owned(), new_owner, now)])? == 0
             {
                 // An agent claimed it between the check and now.
                 anyhow::bail!(
                     "tunnel {name} was just claimed by someone else; pass --force to take it"
                 );
             }
-            // Written as an admin change (bumps the revision): running relays
-            // pick the new owner up within their revision poll.
-            store.set_tunnel_claim(tunnel.as_str(), &new_owner, now)?;
             eprintln!("tunnel {name} reserved for {owner}");
         }
         TunnelsCommand::Release { name, at } => {

@@ -478,7 +478,7 @@ fn import_legacy_claims(state: &StateDir, store: &dyn Store) -> anyhow::Result<(
         .map(|(n, c)| (n.as_str().to_owned(), c.owner.clone(), c.claimed_at as i64))
         .collect();
     let added = store
-        .import_tunnel_claims(&rows)
+        .add_tunnel_claims(&rows)
         .context("importing tunnels.json into the state database")?;
     let done = state.path("tunnels.json.imported");
     match std::fs::rename(&legacy, &done) {
@@ -589,6 +589,12 @@ mod tests {
         let rev = store.revision().unwrap();
         reg.claim(&name("fresh"), "dave", valid).unwrap();
         assert_eq!(store.revision().unwrap(), rev);
+        // An admin's claims do (and a taken name is not overwritten).
+        let row = |o: &str| vec![("admin".to_owned(), o.to_owned(), 4)];
+        assert_eq!(store.add_tunnel_claims(&row("erin")).unwrap(), 1);
+        assert!(store.revision().unwrap() > rev);
+        assert_eq!(store.add_tunnel_claims(&row("frank")).unwrap(), 0);
+        assert_eq!(store.tunnel_claim("admin").unwrap().unwrap().0, "erin");
 
         // A reservation made elsewhere shows up after reload_claims.
         store.set_tunnel_claim("reserved", "carol", 2).unwrap();

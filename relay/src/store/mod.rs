@@ -415,11 +415,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Adds `(tunnel, owner, claimed_at)` claims for names not claimed yet,
-    /// in one transaction; returns how many were added.
-    fn import_tunnel_claims(
-        &self,
-        claims: &[(String, String, UnixTime)],
-    ) -> Result<usize, StoreError>;
+    /// in one transaction, as an admin change (bumps the revision when one
+    /// was added); returns how many were added.
+    fn add_tunnel_claims(&self, claims: &[(String, String, UnixTime)])
+    -> Result<usize, StoreError>;
 
     /// Releases a claim (an admin change); false if the name was not claimed.
     fn remove_tunnel_claim(&self, tunnel: &str) -> Result<bool, StoreError>;

@@ -126,17 +126,24 @@ pub struct ReconnectResult {
     pub http_checked: usize,
 }
 
-/// Scenario 5 for `agents` agents, on a fresh relay.
-pub async fn idle(s: &Settings, agents: usize) -> anyhow::Result<IdleResult> {
-    let dir = RelayDir::create(&s.work.join(format!("idle-{agents}")), s.max_agents)?;
+/// A relay of its own in `s.work/NAME`, an agent token for it and an HTTPS
+/// client of its front.
+async fn fresh_relay(s: &Settings, name: &str) -> anyhow::Result<(RelayDir, Relay, String, Front)> {
+    let dir = RelayDir::create(&s.work.join(name), s.max_agents)?;
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut relay = Relay::start(&s.relay_bin, &dir, any, any).await?;
+    let relay = Relay::start(&s.relay_bin, &dir, any, any).await?;
     let token = dir.create_token(&s.relay_bin)?;
     let front = Front::new(
         &relay.endpoints.public_url,
         relay.endpoints.https,
         &dir.ca(),
     )?;
+    Ok((dir, relay, token, front))
+}
+
+/// Scenario 5 for `agents` agents, on a fresh relay.
+pub async fn idle(s: &Settings, agents: usize) -> anyhow::Result<IdleResult> {
+    let (dir, mut relay, token, front) = fresh_relay(s, &format!("idle-{agents}")).await?;
     tokio::time::sleep(s.settle).await;
     let relay_pid = Pid::Other(relay.pid);
     let baseline = procfs::sample(relay_pid)?;
@@ -209,15 +216,7 @@ pub async fn idle(s: &Settings, agents: usize) -> anyhow::Result<IdleResult> {
 /// Scenario 6: `agents` connected, relay SIGKILLed and restarted on the same
 /// state dir and ports; how long until every agent serves again.
 pub async fn reconnect(s: &Settings, agents: usize) -> anyhow::Result<ReconnectResult> {
-    let dir = RelayDir::create(&s.work.join(format!("reconnect-{agents}")), s.max_agents)?;
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut relay = Relay::start(&s.relay_bin, &dir, any, any).await?;
-    let token = dir.create_token(&s.relay_bin)?;
-    let front = Front::new(
-        &relay.endpoints.public_url,
-        relay.endpoints.https,
-        &dir.ca(),
-    )?;
+    let (dir, mut relay, token, front) = fresh_relay(s, &format!("reconnect-{agents}")).await?;
     progress(&format!("reconnect {agents}: connecting"));
     let swarm = Swarm::start(swarm_config(s, agents, &relay, &front, &dir, token))?;
     let ramp = wait_online(&swarm, agents, s.connect_timeout, &mut relay, &dir).await?;

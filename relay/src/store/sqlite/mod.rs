@@ -518,8 +518,7 @@ impl Store for SqliteStore {
         let n = exec(
             &conn,
             "saving a tunnel claim",
-            "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tunnel) DO NOTHING",
+            ADD_CLAIM,
             rusqlite::params![tunnel, owner, claimed_at],
         )?;
         Ok(n == 1)
@@ -542,18 +541,17 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    fn import_tunnel_claims(
+    fn add_tunnel_claims(
         &self,
         claims: &[(String, String, UnixTime)],
     ) -> Result<usize, StoreError> {
-        self.write("importing tunnel claims", |tx, _| {
+        self.write("adding tunnel claims", |tx, _| {
             let mut added = 0;
             for (tunnel, owner, at) in claims {
                 added += exec(
                     tx,
-                    "importing tunnel claims",
-                    "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tunnel) DO NOTHING",
+                    "adding tunnel claims",
+                    ADD_CLAIM,
                     rusqlite::params![tunnel, owner, at],
                 )? as usize;
             }
@@ -586,6 +584,10 @@ impl Store for SqliteStore {
         })
     }
 }
+
+/// Claims a tunnel name unless someone already has it.
+const ADD_CLAIM: &str = "INSERT INTO tunnel_claims (tunnel, owner, claimed_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (tunnel) DO NOTHING";
 
 /// Creates the file with mode 0600 if missing; tightens an existing file that
 /// others can read. SQLite gives its `-wal` and `-shm` files the same mode.
