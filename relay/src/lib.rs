@@ -10,12 +10,14 @@
 //!
 //! [`run`] binds everything, serves until `shutdown` resolves, then drains.
 
+pub mod acme;
 pub mod agent_tokens;
 pub mod agents;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authorization;
+pub mod backup;
 pub mod config;
 pub mod devices;
 pub mod front;
@@ -191,6 +193,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(l) = http_listener {
         tasks.spawn(front::serve(l, None, router.clone(), cancel.clone(), drain));
     }
+    tasks.spawn(tls::maintain(
+        config.tls.clone(),
+        identity.clone(),
+        state.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(revocation::watch(app.clone(), cancel.clone()));
     tasks.spawn(watch_device_ca(
         app.clone(),

@@ -72,6 +72,27 @@ enum Command {
     /// The tamper-evident audit log: tail, export, verify.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent backup of the state directory while the relay runs.
+    Backup {
+        /// State directory [default: the per-user data dir].
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+        /// Where to write the backup file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup made by `mcp-relay backup` into a state directory
+    /// (stop the relay first).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// State directory to restore into [default: the per-user data dir].
+        #[arg(long, env = "MCP_RELAY_STATE")]
+        state: Option<PathBuf>,
+        /// Replace a state directory that already holds state.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -617,6 +638,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 keys.active().kid(),
                 humantime::format_duration(mcp_relay::oauth::keys::DEFAULT_ROTATION_OVERLAP)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { state, out } => {
+            mcp_relay::backup::backup(&state_or_default(state)?, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, state, force } => {
+            mcp_relay::backup::restore(&file, &state_or_default(state)?, force)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {

