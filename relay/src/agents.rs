@@ -355,6 +355,7 @@ fn admit(
             |o| o.starts_with("user:") || app.tokens.verify_id_exists(o),
         )
         .map_err(|e| (e.code(), e.to_string()))?;
+    app.ops.metrics.agent_connected();
     if let Some(old) = replaced {
         tracing::info!(tunnel = %hello.tunnel, old_remote = %old.remote, "replacing the previous connection of the same credential");
         old.conn.close(

@@ -19,6 +19,15 @@ pub struct AgentCredentials {
     pub device_ca: crate::devices::DeviceCa,
 }
 
+/// Rate limits and the settings they were made from.
+#[derive(Debug)]
+pub struct LiveRate {
+    /// The settings.
+    pub config: crate::config::RateLimitConfig,
+    /// The buckets.
+    pub limits: crate::policy::rate::RateLimits,
+}
+
 /// Everything a request handler or agent connection needs.
 #[derive(Debug)]
 pub struct App {
@@ -51,12 +60,14 @@ pub struct App {
     next_request_id: AtomicU64,
     /// Authorization: the policy engine and its inputs.
     pub policy: crate::policy::PolicyState,
-    /// Per-identity and per-tool rate limits.
-    pub rate: crate::policy::rate::RateLimits,
+    /// Per-identity and per-tool rate limits (replaced on SIGHUP).
+    rate: std::sync::RwLock<std::sync::Arc<LiveRate>>,
     /// The audit log (`None` only when authentication is off).
     pub audit: Option<mcp_tunnel_audit::AuditLog>,
     /// How tool arguments are recorded in it.
     pub audit_args: mcp_tunnel_audit::ArgsPolicy,
+    /// Readiness, metrics and the draining flag.
+    pub ops: crate::ops::Ops,
 }
 
 impl App {
@@ -72,7 +83,10 @@ impl App {
     ) -> anyhow::Result<Self> {
         let AgentCredentials { tokens, device_ca } = agents;
         let policy = crate::policy::PolicyState::load(&config.policy_files)?;
-        let rate = crate::policy::rate::RateLimits::new(&config.rate_limits);
+        let rate = std::sync::RwLock::new(std::sync::Arc::new(LiveRate {
+            limits: crate::policy::rate::RateLimits::new(&config.rate_limits),
+            config: config.rate_limits.clone(),
+        }));
         // Every decision is audited whenever callers are authenticated.
         let audit = if config.no_auth {
             None
@@ -119,6 +133,7 @@ impl App {
             rate,
             audit,
             audit_args,
+            ops: Default::default(),
         })
     }
 
@@ -128,6 +143,24 @@ impl App {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The rate limits in force.
+    pub fn rate(&self) -> std::sync::Arc<LiveRate> {
+        self.rate.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// New rate limits (SIGHUP); the same settings keep their buckets.
+    pub fn set_rate_limits(&self, config: &crate::config::RateLimitConfig) -> bool {
+        let mut live = self.rate.write().unwrap_or_else(|e| e.into_inner());
+        if live.config == *config {
+            return false;
+        }
+        *live = std::sync::Arc::new(LiveRate {
+            limits: crate::policy::rate::RateLimits::new(config),
+            config: config.clone(),
+        });
+        true
     }
 
     /// A fresh request id.

@@ -17,6 +17,9 @@ use crate::tls::TlsSource;
 /// The default port for both HTTPS (TCP) and QUIC (UDP).
 pub const DEFAULT_PORT: u16 = 8443;
 
+/// How long `--replace` waits for the running relay to release the QUIC port.
+pub const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The configuration file (`relay.toml`). Every key is optional.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,9 @@ pub struct FileConfig {
     pub quic: Option<SocketAddr>,
     /// Optional plain-HTTP listen address, for running behind a TLS-terminating proxy.
     pub http: Option<SocketAddr>,
+    /// Prometheus `/metrics` (and `/healthz`, `/readyz`) listen address, e.g.
+    /// `127.0.0.1:9464`. Off by default; never expose it publicly.
+    pub metrics: Option<SocketAddr>,
     /// State directory (default: the per-user data dir).
     pub state: Option<PathBuf>,
     /// The URL clients use to reach this relay, e.g. `https://relay.example.com`.
@@ -125,6 +131,14 @@ pub struct Config {
     pub quic: SocketAddr,
     /// Plain-HTTP listener, if any.
     pub http: Option<SocketAddr>,
+    /// Metrics listener, if any.
+    pub metrics: Option<SocketAddr>,
+    /// `--replace`: wait this long for a running relay to release the QUIC port.
+    pub replace: Option<std::time::Duration>,
+    /// Log format from the file (the flag wins).
+    pub log_format: Option<LogFormat>,
+    /// The config file and flags this came from (re-read on SIGHUP).
+    pub source: Option<(Source, Overrides)>,
     /// State directory.
     pub state_dir: PathBuf,
     /// Public base URL; `None` in dev mode without one: `https://localhost:<bound HTTPS port>`.
@@ -369,6 +383,10 @@ pub struct Overrides {
     pub quic: Option<SocketAddr>,
     /// `--http`
     pub http: Option<SocketAddr>,
+    /// `--metrics`
+    pub metrics: Option<SocketAddr>,
+    /// `--replace`
+    pub replace: bool,
     /// `--state`
     pub state: Option<PathBuf>,
     /// `--public-url`
@@ -387,6 +405,16 @@ pub struct Overrides {
     pub no_auth: bool,
     /// `--policy FILE` (repeatable): admin policy files, added to the file's.
     pub policy_files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Reads `source`, resolves it with `o`, and names the line of a bad key.
+    pub fn from_source(source: &Source, o: Overrides) -> anyhow::Result<Self> {
+        let file = source.parse()?;
+        let mut c = Self::resolve(file, o.clone()).map_err(|e| source.locate_error(e))?;
+        c.source = Some((source.clone(), o));
+        Ok(c)
+    }
 }
 
 impl FileConfig {
@@ -419,6 +447,7 @@ impl Config {
         let https = o.https.or(file.https).unwrap_or(default_addr);
         let quic = o.quic.or(file.quic).unwrap_or(default_addr);
         let http = o.http.or(file.http);
+        let metrics = o.metrics.or(file.metrics);
         let dev = o.dev || file.dev.unwrap_or(false);
         let state_dir = match o.state.or(file.state) {
             Some(p) => p,
@@ -430,23 +459,40 @@ impl Config {
             o.tls_key.or(file.tls_key),
             file.acme,
         ) {
-            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => bail!(
-                "tls_cert/tls_key and [acme] contradict each other: use certificate files or ACME, not both"
-            ),
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(keyed(
+                    "acme",
+                    "contradicts tls_cert/tls_key: use certificate files or ACME, not both",
+                ));
+            }
             (Some(cert), Some(key), None) => TlsSource::Files { cert, key },
             (None, None, Some(acme)) => TlsSource::Acme(
                 acme.settle(public_url.as_ref(), &state_dir)
-                    .context("in [acme]")?,
+                    .map_err(|e| keyed("acme", format!("{e:#}")))?,
             ),
             (None, None, None) if dev => TlsSource::Dev,
             (None, None, None) => bail!(
                 "no TLS certificate: pass --tls-cert FILE --tls-key FILE, add an [acme] section, or --dev for a self-made localhost certificate"
             ),
-            _ => bail!("--tls-cert and --tls-key go together; pass both"),
+            (Some(_), None, None) => {
+                return Err(keyed(
+                    "tls_cert",
+                    "needs tls_key too (--tls-cert and --tls-key go together)",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(keyed(
+                    "tls_key",
+                    "needs tls_cert too (--tls-cert and --tls-key go together)",
+                ));
+            }
         };
         match &public_url {
             Some(u) if !matches!(u.scheme(), "https" | "http") || u.host().is_none() => {
-                bail!("--public-url must be an http(s) URL with a host, got {u}");
+                return Err(keyed(
+                    "public_url",
+                    format!("must be an http(s) URL with a host, got {u}"),
+                ));
             }
             None if !dev => {
                 bail!("pass --public-url https://relay.example.com (the URL MCP clients will use)")
@@ -461,12 +507,12 @@ impl Config {
             limits.max_request_body = n;
         }
         if limits.max_streams_per_tunnel == 0 {
-            bail!("limits.max_streams_per_tunnel must be at least 1");
+            return Err(keyed("limits.max_streams_per_tunnel", "must be at least 1"));
         }
         let oidc = match file.oidc {
             Some(o) => Some(
                 o.settle(std::env::var("MCP_RELAY_OIDC_CLIENT_SECRET").ok())
-                    .context("in [oidc]")?,
+                    .map_err(|e| keyed("oidc", format!("{e:#}")))?,
             ),
             None => None,
         };
@@ -474,16 +520,37 @@ impl Config {
         policy_files.extend(o.policy_files);
         let rate_limits = file.rate_limits.unwrap_or_default();
         if rate_limits.window.is_zero() {
-            bail!("rate_limits.window must be longer than zero");
+            return Err(keyed("rate_limits.window", "must be longer than zero"));
         }
         let password_login = file.password_login.unwrap_or(true);
         if !password_login && oidc.is_none() {
-            bail!("password_login = false needs an [oidc] section, or nobody could sign in");
+            return Err(keyed(
+                "password_login",
+                "false needs an [oidc] section, or nobody could sign in",
+            ));
+        }
+        for (name, addr) in [("http", http), ("metrics", metrics)] {
+            if addr.is_some_and(|a| a == https && a.port() != 0) {
+                return Err(keyed(
+                    name,
+                    format!("is the same address as https ({https}); give them different ports"),
+                ));
+            }
+        }
+        if metrics.is_some_and(|m| http.is_some_and(|h| h == m && h.port() != 0)) {
+            return Err(keyed(
+                "metrics",
+                "is the same address as http; give them different ports",
+            ));
         }
         Ok(Self {
             https,
             quic,
             http,
+            metrics,
+            replace: o.replace.then_some(REPLACE_WAIT),
+            source: None,
+            log_format: file.log_format,
             state_dir,
             public_url,
             tls,
@@ -501,6 +568,117 @@ impl Config {
             audit: file.audit.unwrap_or_default(),
         })
     }
+}
+
+/// A configuration problem tied to one key (`tls_cert`, `limits.drain_timeout`).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct KeyError {
+    /// The dotted key.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// A [`KeyError`].
+pub fn keyed(key: &str, message: impl std::fmt::Display) -> anyhow::Error {
+    KeyError {
+        key: key.to_owned(),
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// The config file a configuration came from: for line numbers in errors,
+/// and for re-reading it on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its text as read.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads a config file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+        })
+    }
+
+    /// Parses it; errors name the file, line and column.
+    pub fn parse(&self) -> anyhow::Result<FileConfig> {
+        let mut f = FileConfig::parse(&self.text)
+            .with_context(|| format!("in config file {}", self.path.display()))?;
+        // Policy files are named relative to the config file.
+        if let (Some(policy), Some(dir)) = (f.policy.as_mut(), self.path.parent()) {
+            for file in &mut policy.files {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Adds `config file F, line N` to an error about one key set in this file.
+    pub fn locate_error(&self, e: anyhow::Error) -> anyhow::Error {
+        let Some(k) = e.downcast_ref::<KeyError>() else {
+            return e;
+        };
+        match locate(&self.text, &k.key) {
+            Some(line) => {
+                let msg = format!(
+                    "config file {}, line {line}: {}: {}",
+                    self.path.display(),
+                    k.key,
+                    k.message
+                );
+                anyhow::anyhow!(msg)
+            }
+            None => e,
+        }
+    }
+}
+
+/// The 1-based line where the dotted `key` is set in TOML `text` (a
+/// `[table]` header for a table key), if it is set there.
+pub fn locate(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = match key.rsplit_once('.') {
+        Some((t, l)) => (t, l),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            let name = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            if table.is_empty() && name == leaf {
+                return Some(i + 1);
+            }
+            current = name;
+            continue;
+        }
+        if current != table {
+            continue;
+        }
+        if let Some((k, _)) = line.split_once('=')
+            && k.trim().trim_matches('"') == leaf
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

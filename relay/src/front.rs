@@ -56,7 +56,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/t/{*rest}", any(proxy))
         .route("/", get(index))
-        .merge(crate::authorization::routes())
+        .merge(
+            crate::authorization::routes().route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::ops::count_oauth,
+            )),
+        )
+        .merge(crate::ops::probe_routes())
         .fallback(not_found)
         .with_state(app)
 }
@@ -191,6 +197,11 @@ pub async fn serve(
                             }
                             Err(_) => return,
                         };
+                    // A TLS-ALPN-01 validation (RFC 8737) only needs the
+                    // handshake; it never speaks HTTP.
+                    if stream.get_ref().1.alpn_protocol() == Some(b"acme-tls/1") {
+                        return;
+                    }
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod auth;
 pub mod authorization;
 pub mod backup;
+pub mod check;
 pub mod config;
 pub mod devices;
 pub mod front;
@@ -26,10 +27,12 @@ pub mod inventory;
 pub mod limits;
 pub mod manage;
 pub mod oauth;
+pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod revocation;
+pub mod sockets;
 pub mod state_dir;
 pub mod store;
 pub mod tls;
@@ -60,6 +63,9 @@ pub struct Endpoints {
     pub quic: SocketAddr,
     /// Plain-HTTP front, if enabled.
     pub http: Option<SocketAddr>,
+    /// Metrics listener, if enabled.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
     /// Public base URL.
     pub public_url: String,
 }
@@ -98,28 +104,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     endpoint_config.min_reset_interval(std::time::Duration::from_millis(1));
     let device_ca = devices::DeviceCa::load_or_create(&state).context("loading the device CA")?;
     let server_config = quic_server_config(&identity, &device_ca, &state, &config)?;
-    let socket = std::net::UdpSocket::bind(config.quic).with_context(|| {
-        format!(
-            "binding the QUIC (UDP) listener on {} (pick another with --quic ADDR)",
-            config.quic
-        )
-    })?;
+    let wanted = sockets::Wanted {
+        https: config.https,
+        http: config.http,
+        metrics: config.metrics,
+        quic: config.quic,
+        replace: config.replace,
+    };
+    // `--replace` may wait for the old relay to release the QUIC port.
+    let sockets = tokio::task::spawn_blocking(move || sockets::open(&wanted))
+        .await
+        .context("binding the listeners")??;
     let endpoint = quinn::Endpoint::new(
         endpoint_config,
         Some(server_config),
-        socket,
+        sockets.quic,
         quinn::default_runtime().context("no async runtime for QUIC")?,
     )
     .context("starting the QUIC endpoint")?;
     let quic_addr = endpoint.local_addr()?;
 
-    let https_listener = front::bind(config.https, "https").await?;
+    let https_listener = tokio::net::TcpListener::from_std(sockets.https)?;
     let https_addr = https_listener.local_addr()?;
-    let http_listener = match config.http {
-        Some(a) => Some(front::bind(a, "http").await?),
+    let http_listener = sockets
+        .http
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()?;
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let http_addr = match &http_listener {
+    let metrics_listener = sockets
+        .metrics
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()?;
+    let metrics_addr = match &metrics_listener {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
@@ -158,10 +177,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .context("loading policies")?;
     }
+    app.ops.attach(endpoint.clone(), identity.clone());
     let endpoints = Endpoints {
         https: https_addr,
         quic: quic_addr,
         http: http_addr,
+        metrics: metrics_addr,
         public_url,
     };
     state_dir::write_private(
@@ -176,22 +197,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             ca = state.dev_ca_cert().display(),
         );
     }
-    tracing::info!(https = %https_addr, quic = %quic_addr, http = ?http_addr, public_url = %endpoints.public_url, state = %state.root().display(), "relay listening");
+    tracing::info!(https = %https_addr, quic = %quic_addr, http = ?http_addr, metrics = ?metrics_addr, public_url = %endpoints.public_url, state = %state.root().display(), "relay listening");
 
+    // Two stages of shutdown: the HTTP fronts stop first and drain; the
+    // agents are told to go only when no request needs them any more.
+    let http_stop = CancellationToken::new();
     let cancel = CancellationToken::new();
+    let front_tasks = TaskTracker::new();
     let tasks = TaskTracker::new();
     let router = front::router(app.clone());
     let drain = config.limits.drain_timeout;
     let tls_acceptor = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&identity)?);
-    tasks.spawn(front::serve(
+    front_tasks.spawn(front::serve(
         https_listener,
         Some(tls_acceptor),
         router.clone(),
-        cancel.clone(),
+        http_stop.clone(),
         drain,
     ));
     if let Some(l) = http_listener {
-        tasks.spawn(front::serve(l, None, router.clone(), cancel.clone(), drain));
+        front_tasks.spawn(front::serve(
+            l,
+            None,
+            router.clone(),
+            http_stop.clone(),
+            drain,
+        ));
+    }
+    if let Some(l) = metrics_listener {
+        // Scrapes and probes keep answering while the fronts drain (readyz
+        // says 503 then); it stops with the agents.
+        tasks.spawn(front::serve(
+            l,
+            None,
+            ops::metrics_router(app.clone()),
+            cancel.clone(),
+            Duration::from_secs(1),
+        ));
     }
     tasks.spawn(tls::maintain(
         config.tls.clone(),
@@ -200,6 +242,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         cancel.clone(),
     ));
     tasks.spawn(revocation::watch(app.clone(), cancel.clone()));
+    tasks.spawn(reload_on_hangup(app.clone(), cancel.clone()));
     tasks.spawn(watch_device_ca(
         app.clone(),
         endpoint.clone(),
@@ -216,19 +259,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
 
     shutdown.await;
-    tracing::info!("shutting down: draining in-flight requests");
+    let began = std::time::Instant::now();
+    app.ops.start_draining();
+    tracing::info!(
+        "shutting down: no new connections; draining in-flight requests (up to {drain:?})"
+    );
+    http_stop.cancel();
+    front_tasks.close();
+    let _ = tokio::time::timeout(drain + Duration::from_secs(1), front_tasks.wait()).await;
+    // Nothing needs the agents now: tell them to reconnect (to the relay
+    // that replaces this one), then let go of the QUIC port at once so that
+    // relay can take it.
+    let agents = app.registry.all_online();
+    tracing::info!(
+        agents = agents.len(),
+        drained_ms = began.elapsed().as_millis() as u64,
+        "requests drained; sending agents GoAway"
+    );
     cancel.cancel();
     tasks.close();
-    let _ = tokio::time::timeout(drain + Duration::from_secs(1), tasks.wait()).await;
-    for (_, agent) in app.registry.all_online() {
+    agent_tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), agent_tasks.wait()).await;
+    for (_, agent) in agents {
         agent
             .conn
             .close(ErrorCode::SHUTTING_DOWN.0.into(), b"relay shutting down");
     }
     endpoint.close(ErrorCode::SHUTTING_DOWN.0.into(), b"relay shutting down");
-    agent_tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), agent_tasks.wait()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    // Long enough for the close packets to leave; agents that miss them get
+    // a stateless reset from the next relay (same reset key).
+    let _ = tokio::time::timeout(Duration::from_millis(100), endpoint.wait_idle()).await;
+    drop(endpoint);
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     // Everything queued in the audit log is committed and the chain head
     // checkpointed before the process ends.
     let closing = app.clone();
@@ -242,6 +304,118 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// SIGHUP: re-read the config file and apply what can change live (admin
+/// policy files, rate limits; grants and claims from the store); say which
+/// changed settings need a restart. A broken file changes nothing.
+async fn reload_on_hangup(app: Arc<App>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by restarting");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                r = hup.recv() => if r.is_none() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let app = app.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&app)).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = app;
+        shutdown.cancelled().await;
+    }
+}
+
+/// One reload (blocking).
+pub fn reload(app: &App) {
+    let started = std::time::Instant::now();
+    let Some((source, overrides)) = &app.config.source else {
+        app.refresh_all_policy();
+        tracing::info!("SIGHUP: no config file; re-read grants and claims from the store");
+        return;
+    };
+    let new =
+        config::Source::read(&source.path).and_then(|s| Config::from_source(&s, overrides.clone()));
+    let new = match new {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: the config file has errors; keeping the running configuration");
+            return;
+        }
+    };
+    if let Err(e) = app.registry.reload_claims() {
+        tracing::error!(error = %format!("{e:#}"), "re-reading tunnel claims failed");
+    }
+    let owners = app
+        .registry
+        .claims_snapshot()
+        .into_iter()
+        .map(|(t, o)| (t.as_str().to_owned(), app.owner_from_claim(&o)))
+        .collect();
+    let now = oauth::token::unix_now() as i64;
+    match app
+        .policy
+        .reload_admin(&new.policy_files, app.store.as_ref(), &owners, now)
+    {
+        Ok(changed) => {
+            for t in changed {
+                for a in app.registry.agents_of(&t) {
+                    a.policy_changed.notify_one();
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: the policy files have errors; keeping the running policies");
+            return;
+        }
+    }
+    let rate = app.set_rate_limits(&new.rate_limits);
+    let old = &app.config;
+    let mut restart = Vec::new();
+    let mut differs = |key: &'static str, same: bool| {
+        if !same {
+            restart.push(key);
+        }
+    };
+    differs("https", old.https == new.https);
+    differs("quic", old.quic == new.quic);
+    differs("http", old.http == new.http);
+    differs("metrics", old.metrics == new.metrics);
+    differs("state", old.state_dir == new.state_dir);
+    differs("public_url", old.public_url == new.public_url);
+    differs("limits", old.limits == new.limits);
+    differs("allowed_hosts", old.allowed_hosts == new.allowed_hosts);
+    differs(
+        "allowed_origins",
+        old.allowed_origins == new.allowed_origins,
+    );
+    differs("audit", old.audit == new.audit);
+    differs("no_auth", old.no_auth == new.no_auth);
+    differs("password_login", old.password_login == new.password_login);
+    differs(
+        "oidc",
+        format!("{:?}", old.oidc) == format!("{:?}", new.oidc),
+    );
+    differs("tls", format!("{:?}", old.tls) == format!("{:?}", new.tls));
+    tracing::info!(
+        policy_files = new.policy_files.len(),
+        rate_limits_changed = rate,
+        took_ms = started.elapsed().as_millis() as u64,
+        "SIGHUP: configuration reloaded"
+    );
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "SIGHUP: these settings changed but take effect only after a restart");
+    }
 }
 
 /// The QUIC endpoint's server config: the relay's certificate, and client

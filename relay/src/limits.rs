@@ -22,6 +22,11 @@ pub struct RelayLimits {
     /// wait this long and then get 503 with `Retry-After`.
     #[serde(with = "humantime_serde_compat")]
     pub stream_open_timeout: Duration,
+    /// How long a request to a tunnel whose agent is not connected waits
+    /// for it to (re)connect before 502 `agent_offline` (default 3 s; 0:
+    /// answer at once). Covers relay restarts and agents on flaky networks.
+    #[serde(with = "humantime_serde_compat")]
+    pub offline_wait: Duration,
     /// Largest `Data` frame accepted from an agent (default 64 KiB).
     pub max_frame_payload: usize,
     /// Agent connections held at once (default 10,000).
@@ -49,6 +54,7 @@ impl Default for RelayLimits {
             max_streams_per_tunnel: 512,
             response_head_timeout: Duration::from_secs(120),
             stream_open_timeout: Duration::from_secs(5),
+            offline_wait: Duration::from_secs(3),
             max_frame_payload: 64 * 1024,
             max_agents: 10_000,
             hello_timeout: Duration::from_secs(10),

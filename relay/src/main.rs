@@ -72,6 +72,9 @@ enum Command {
     /// The tamper-evident audit log: tail, export, verify.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Validate the configuration (file, flags, environment) without starting:
+    /// certificate files, state directory, policy files, addresses.
+    CheckConfig(Box<ServeArgs>),
     /// Write a consistent backup of the state directory while the relay runs.
     Backup {
         /// State directory [default: the per-user data dir].
@@ -114,6 +117,15 @@ struct ServeArgs {
     /// Plain-HTTP listen address (behind a TLS-terminating proxy). Off by default.
     #[arg(long, env = "MCP_RELAY_HTTP")]
     http: Option<SocketAddr>,
+    /// Prometheus metrics (and /healthz, /readyz) listen address, e.g. 127.0.0.1:9464. Off by default.
+    #[arg(long, env = "MCP_RELAY_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Start beside a running relay on the same ports (upgrade without dropping
+    /// clients): share its TCP ports and take the QUIC port when it exits; send
+    /// the old relay SIGTERM once this one logs that it is waiting. Not needed
+    /// under systemd socket activation.
+    #[arg(long, env = "MCP_RELAY_REPLACE")]
+    replace: bool,
     /// State directory [default: the per-user data dir].
     #[arg(long, env = "MCP_RELAY_STATE")]
     state: Option<PathBuf>,
@@ -640,6 +652,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::CheckConfig(args) => {
+            let config = match resolve_config(*args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match mcp_relay::check::check(&config) {
+                Ok(report) => {
+                    for w in &report.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!("{}", report.summary);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let e = match &config.source {
+                        Some((source, _)) => source.locate_error(e),
+                        None => e,
+                    };
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Backup { state, out } => {
             mcp_relay::backup::backup(&state_or_default(state)?, &out)?;
             Ok(ExitCode::SUCCESS)
@@ -769,43 +807,9 @@ fn audit(cmd: AuditCommand) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let file = match args
-        .config
-        .clone()
-        .or_else(|| FileConfig::default_path().filter(|p| p.exists()))
-    {
-        Some(p) => {
-            let mut f = FileConfig::load(&p)?;
-            // Policy files are named relative to the config file.
-            if let (Some(policy), Some(dir)) = (f.policy.as_mut(), p.parent()) {
-                for file in &mut policy.files {
-                    if file.is_relative() {
-                        *file = dir.join(&*file);
-                    }
-                }
-            }
-            f
-        }
-        None => FileConfig::default(),
-    };
-    init_tracing(args.log_format.or(file.log_format).unwrap_or_default());
-    let config = Config::resolve(
-        file,
-        Overrides {
-            https: args.https,
-            quic: args.quic,
-            http: args.http,
-            state: args.state,
-            public_url: args.public_url,
-            dev: args.dev,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-            max_streams_per_tunnel: args.max_streams_per_tunnel,
-            max_request_body: args.max_request_body,
-            no_auth: args.no_auth,
-            policy_files: args.policy,
-        },
-    )?;
+    let log_format = args.log_format;
+    let config = resolve_config(args)?;
+    init_tracing(log_format.or(config.log_format).unwrap_or_default());
     // The blocking pool runs the store's SQLite work and policy rebuilds.
     // tokio's default lets it grow to 512 threads when a thousand agents
     // connect at once, and every such thread keeps its own allocator heap
@@ -817,6 +821,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(async move { mcp_relay::run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config file (`--config`, or the default one if it exists) resolved
+/// with the flags; errors name the key and its line.
+fn resolve_config(args: ServeArgs) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        https: args.https,
+        quic: args.quic,
+        http: args.http,
+        metrics: args.metrics,
+        replace: args.replace,
+        state: args.state,
+        public_url: args.public_url,
+        dev: args.dev,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        max_streams_per_tunnel: args.max_streams_per_tunnel,
+        max_request_body: args.max_request_body,
+        no_auth: args.no_auth,
+        policy_files: args.policy,
+    };
+    match args
+        .config
+        .or_else(|| FileConfig::default_path().filter(|p| p.exists()))
+    {
+        Some(p) => Config::from_source(&mcp_relay::config::Source::read(&p)?, overrides),
+        None => Config::resolve(FileConfig::default(), overrides),
+    }
 }
 
 fn tokens(cmd: TokenCommand) -> anyhow::Result<ExitCode> {

@@ -26,6 +26,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::app::App;
 use crate::audit::Pending;
 use crate::auth::Caller;
+use crate::ops::Outcome;
 use crate::policy::enforce::{Allowed, Denied, Who, authorize, list_keep};
 use crate::policy::filter::{Keep, MAX_FILTERED_BODY, SseFilter, filter_json};
 use crate::policy::message::ListKind;
@@ -56,6 +57,34 @@ const DRAIN_REFUSED_BODY: Duration = Duration::from_secs(2);
 
 pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
+    let response = proxy_inner(&app, req, started).await;
+    let outcome = response
+        .extensions()
+        .get::<Outcome>()
+        .copied()
+        .unwrap_or_else(|| outcome_of(response.status()));
+    app.ops.metrics.request(outcome, started.elapsed());
+    response
+}
+
+/// The outcome of a response the relay made itself.
+fn outcome_of(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        401 => Outcome::Unauthenticated,
+        403 | 429 => Outcome::Denied,
+        500.. => Outcome::UpstreamError,
+        400.. => Outcome::BadRequest,
+        _ => Outcome::Allowed,
+    }
+}
+
+fn mark(mut response: Response, outcome: Outcome) -> Response {
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response {
+    let app = app.clone();
     if let Err(e) = app.host_policy.check(req.uri(), req.headers()) {
         return json_error(StatusCode::FORBIDDEN, "host_not_allowed", &e.to_string());
     }
@@ -93,7 +122,10 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
                 Limited::new(req.into_body(), limit).collect(),
             )
             .await;
-            return app.auth.refusal_response(&tunnel, refusal);
+            return mark(
+                app.auth.refusal_response(&tunnel, refusal),
+                Outcome::Unauthenticated,
+            );
         }
     };
     let session = req
@@ -190,11 +222,16 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
                 let mut p = start_audit(&what, Decision::Deny);
                 p.reason(reason, rpc_error);
                 p.status(response.status().as_u16());
-                return response;
+                return mark(response, Outcome::Denied);
             }
         }
     }
-    let agent = match app.registry.route(&tunnel, session.as_deref()) {
+    app.ops.metrics.bytes("request", prepared.body.len() as u64);
+    let route = app
+        .registry
+        .route_waiting(&tunnel, session.as_deref(), app.config.limits.offline_wait)
+        .await;
+    let agent = match route {
         Route::Agent(a) => a,
         Route::SessionGone => return finish_early(audit, session_gone()),
         Route::Offline => {
@@ -272,13 +309,15 @@ pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
         let keep = list_keep(&app, who, tunnel.as_str(), kind);
         response = filter_list(response, kind, keep).await;
     }
-    match audit {
-        Some(mut p) => {
-            p.status(response.status().as_u16());
-            count_body(response, p)
-        }
-        None => response,
+    let outcome = if response.status().is_server_error() {
+        Outcome::UpstreamError
+    } else {
+        Outcome::Allowed
+    };
+    if let Some(p) = &mut audit {
+        p.status(response.status().as_u16());
     }
+    mark(count_body(response, audit, app.clone()), outcome)
 }
 
 /// Finishes the audit record of a request answered by the relay itself.
@@ -353,13 +392,15 @@ async fn filter_list(response: Response, kind: ListKind, keep: Keep) -> Response
 
 /// Counts the response bytes and writes the audit record when the body ends
 /// (or is dropped because the client left).
-fn count_body(response: Response, pending: Pending) -> Response {
+fn count_body(response: Response, pending: Option<Pending>, app: Arc<App>) -> Response {
     struct Counted {
         pending: Option<Pending>,
         bytes: u64,
+        app: Arc<App>,
     }
     impl Drop for Counted {
         fn drop(&mut self) {
+            self.app.ops.metrics.bytes("response", self.bytes);
             if let Some(p) = self.pending.take() {
                 p.finish(self.bytes);
             }
@@ -367,8 +408,9 @@ fn count_body(response: Response, pending: Pending) -> Response {
     }
     let (parts, body) = response.into_parts();
     let counted = Counted {
-        pending: Some(pending),
+        pending,
         bytes: 0,
+        app,
     };
     let stream = futures_util::stream::unfold(
         (body.into_data_stream(), counted),

@@ -130,6 +130,9 @@ pub struct Registry {
     /// Connections in `online`, kept as a counter so admitting an agent does
     /// not walk every tunnel.
     online_total: std::sync::atomic::AtomicUsize,
+    /// Woken whenever an agent registers (requests waiting for a
+    /// reconnecting agent listen here).
+    came_online: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -146,6 +149,7 @@ impl Registry {
             store,
             next_generation: AtomicU64::new(1),
             online_total: std::sync::atomic::AtomicUsize::new(0),
+            came_online: tokio::sync::Notify::new(),
         })
     }
 
@@ -292,6 +296,34 @@ impl Registry {
         self.online_total.load(Ordering::Relaxed)
     }
 
+    /// Tunnels with at least one connected agent.
+    pub fn online_tunnel_count(&self) -> usize {
+        read(&self.online).len()
+    }
+
+    /// Routes a request, waiting up to `wait` for an offline tunnel's agent
+    /// to (re)connect: a relay that just restarted, or an agent on a
+    /// flaky network, answers late instead of failing the call.
+    pub async fn route_waiting(
+        &self,
+        name: &TunnelName,
+        session: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Route {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a registration in between wakes us.
+            let notified = self.came_online.notified();
+            let route = self.route(name, session);
+            if !matches!(route, Route::Offline) || tokio::time::Instant::now() >= deadline {
+                return route;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.route(name, session);
+            }
+        }
+    }
+
     /// Makes `conn` the agent for `name`, claiming the name for `owner` if it is
     /// free. `owner_is_valid` says whether a claim's owner credential still
     /// exists (a revoked owner's claim is released). Returns the new handle and
@@ -350,6 +382,8 @@ impl Registry {
             self.online_total
                 .fetch_sub(before - after, Ordering::Relaxed);
         }
+        drop(online);
+        self.came_online.notify_waiters();
         Ok((handle, old))
     }
 

@@ -74,7 +74,7 @@ pub async fn watch(app: Arc<App>, shutdown: CancellationToken) {
                     let app = app.clone();
                     let _ = tokio::task::spawn_blocking(move || app.refresh_all_policy()).await;
                 }
-                app.rate.prune();
+                app.rate().limits.prune();
                 last_revision = Some(rev);
             }
             Ok(Ok(None)) => {}

@@ -237,6 +237,9 @@ pub struct Endpoints {
     pub quic: SocketAddr,
     /// Plain HTTP front.
     pub http: Option<SocketAddr>,
+    /// Metrics listener (`--metrics`).
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
     /// Public base URL.
     pub public_url: String,
 }
@@ -247,6 +250,7 @@ pub struct Relay {
     proc: Proc,
     state: tempfile::TempDir,
     opts: RelayOptions,
+    previous_output: Vec<String>,
     /// Where it listens.
     pub endpoints: Endpoints,
 }
@@ -260,6 +264,7 @@ impl Relay {
             proc,
             state,
             opts,
+            previous_output: Vec::new(),
             endpoints,
         })
     }
@@ -271,6 +276,14 @@ impl Relay {
     ) -> anyhow::Result<(Proc, Endpoints)> {
         let endpoints_file = state.join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints_file);
+        let cmd = Self::command(state, opts, same_as);
+        let mut proc = Proc::spawn("relay", cmd)?;
+        proc.wait_for_line("relay listening", Duration::from_secs(20))?;
+        let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
+        Ok((proc, endpoints))
+    }
+
+    fn command(state: &Path, opts: &RelayOptions, same_as: Option<&Endpoints>) -> Command {
         let (https, quic, http) = match same_as {
             Some(e) => (
                 e.https.to_string(),
@@ -300,10 +313,7 @@ impl Relay {
         if opts.no_auth {
             cmd.arg("--no-auth");
         }
-        let mut proc = Proc::spawn("relay", cmd)?;
-        proc.wait_for_line("relay listening", Duration::from_secs(20))?;
-        let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
-        Ok((proc, endpoints))
+        cmd
     }
 
     /// The state directory.
@@ -444,6 +454,71 @@ impl Relay {
     /// `kill -9` the relay.
     pub fn kill9(&mut self) {
         self.proc.kill();
+    }
+
+    /// Upgrades the relay in place without dropping clients: starts a new
+    /// relay with `--replace` on the same ports and state, sends the old one
+    /// SIGTERM once the new one waits for the QUIC port, and returns when the
+    /// new one listens (the old one is then gone). Returns when the old one
+    /// got SIGTERM and when the new one was listening.
+    pub fn replace(&mut self) -> anyhow::Result<(Instant, Instant)> {
+        let mut opts = self.opts.clone();
+        opts.args.push("--replace".into());
+        let state = self.state.path().to_owned();
+        let same = self.endpoints.clone();
+        let endpoints_file = state.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints_file);
+        let cmd = Self::command(&state, &opts, Some(&same));
+        let mut new = Proc::spawn("relay", cmd)?;
+        new.wait_for_line("waiting for the QUIC port", Duration::from_secs(20))?;
+        self.proc.signal("TERM");
+        let term = Instant::now();
+        new.wait_for_line("relay listening", Duration::from_secs(30))?;
+        let listening = Instant::now();
+        let old = std::mem::replace(&mut self.proc, new);
+        let mut old = old;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while old.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the old relay did not exit after SIGTERM:\n{}",
+                    old.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.previous_output.push(old.output());
+        self.endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
+        Ok((term, listening))
+    }
+
+    /// Output of relays this one replaced.
+    pub fn previous_output(&self) -> String {
+        self.previous_output.join("\n----\n")
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, …).
+    pub fn signal(&self, sig: &str) {
+        self.proc.signal(sig);
+    }
+
+    /// Waits for the relay to print a line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.proc.wait_for_line(needle, timeout)
+    }
+
+    /// Waits for the relay process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.proc.child.try_wait()? {
+                return Ok(s.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!("relay still running after {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts the relay again on the same ports with the same state dir.

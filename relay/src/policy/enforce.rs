@@ -161,10 +161,8 @@ pub fn authorize(
         .iter()
         .find(|m| m.is_tool_call())
         .and_then(|m| m.target.as_deref());
-    if let Err(l) = app
-        .rate
-        .check(&app.config.rate_limits, &who.key, tunnel, tool)
-    {
+    let rate = app.rate();
+    if let Err(l) = rate.limits.check(&rate.config, &who.key, tunnel, tool) {
         let reason = l.message();
         let data = json!({
             "reason": reason,

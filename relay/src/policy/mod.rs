@@ -36,7 +36,7 @@ use crate::store::{Store, UnixTime};
 /// The relay's authorization state.
 #[derive(Debug)]
 pub struct PolicyState {
-    admin: Vec<PolicySource>,
+    admin: RwLock<Vec<PolicySource>>,
     engine: RwLock<Arc<Engine>>,
     /// What each tunnel was last built from (a fingerprint of its inputs);
     /// held while rebuilding, so two refreshes cannot lose each other's change.
@@ -102,7 +102,7 @@ impl PolicyState {
         }
         let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
-            admin,
+            admin: RwLock::new(admin),
             engine: RwLock::new(Arc::new(engine)),
             built: Mutex::new(HashMap::new()),
         })
@@ -118,7 +118,7 @@ impl PolicyState {
 
     /// How many admin policy files are loaded.
     pub fn admin_files(&self) -> usize {
-        self.admin.len()
+        self.admin.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Brings every tunnel up to date with the store (start-up, and whenever
@@ -131,7 +131,48 @@ impl PolicyState {
         owners: &HashMap<String, Owner>,
         now: UnixTime,
     ) -> anyhow::Result<Vec<String>> {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        self.rebuild(store, owners, now, None)
+    }
+
+    /// Replaces the admin policy files (SIGHUP): the new files are validated
+    /// and every tunnel rebuilt on them before the new engine replaces the
+    /// old one, so no request ever sees a half-built engine. On an error the
+    /// old policies stay.
+    pub fn reload_admin(
+        &self,
+        files: &[PathBuf],
+        store: &dyn Store,
+        owners: &HashMap<String, Owner>,
+        now: UnixTime,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut admin = Vec::with_capacity(files.len());
+        for f in files {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading policy file {}", f.display()))?;
+            admin.push(PolicySource::new(f.display().to_string(), text));
+        }
+        let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let changed = self.rebuild(store, owners, now, Some(engine))?;
+        *self.admin.write().unwrap_or_else(|e| e.into_inner()) = admin;
+        Ok(changed)
+    }
+
+    fn rebuild(
+        &self,
+        store: &dyn Store,
+        owners: &HashMap<String, Owner>,
+        now: UnixTime,
+        base: Option<Engine>,
+    ) -> anyhow::Result<Vec<String>> {
+        // Held throughout, so two rebuilds cannot lose each other's change.
+        let mut guard = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let replacing = base.is_some();
+        let mut fresh_built = HashMap::new();
+        let built: &mut HashMap<String, u64> = if replacing {
+            &mut fresh_built
+        } else {
+            &mut guard
+        };
         let mut inputs: HashMap<String, Inputs> = HashMap::new();
         let blank = |t: &str| Inputs {
             owner: owners.get(t).cloned().unwrap_or(Owner::Nobody),
@@ -164,7 +205,10 @@ impl PolicyState {
                     .push(g);
             }
         }
-        let mut engine = (*self.engine()).clone();
+        let mut engine = match base {
+            Some(e) => e,
+            None => (*self.engine()).clone(),
+        };
         let mut changed = Vec::new();
         for (name, i) in inputs {
             let print = fingerprint(&i);
@@ -175,8 +219,11 @@ impl PolicyState {
             built.insert(name.clone(), print);
             changed.push(name);
         }
-        if !changed.is_empty() {
+        if !changed.is_empty() || replacing {
             *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+        }
+        if replacing {
+            *guard = fresh_built;
         }
         Ok(changed)
     }
