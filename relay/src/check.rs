@@ -29,7 +29,17 @@ pub fn check(config: &Config) -> anyhow::Result<Report> {
             let loaded = crate::state_dir::StateDir::open(&scratch)
                 .and_then(|s| crate::tls::load_identity(&config.tls, &s));
             let _ = std::fs::remove_dir_all(&scratch);
-            let identity = loaded.map_err(|e| keyed("tls_cert", format!("{e:#}")))?;
+            let identity = loaded.map_err(|e| {
+                let msg = format!("{e:#}");
+                if msg.contains("do not match") || msg.contains("KeyMismatch") {
+                    keyed(
+                        "tls_key",
+                        format!("{msg} (is tls_key the key of tls_cert?)"),
+                    )
+                } else {
+                    keyed("tls_cert", msg)
+                }
+            })?;
             crate::tls::https_server_config(&identity).map_err(|e| {
                 keyed(
                     "tls_key",

@@ -407,11 +407,42 @@ pub struct Overrides {
     pub policy_files: Vec<PathBuf>,
 }
 
+impl Overrides {
+    /// The flag that set `key`, if one did.
+    pub fn flag_for(&self, key: &str) -> Option<&'static str> {
+        let set = match key {
+            "https" => self.https.is_some(),
+            "quic" => self.quic.is_some(),
+            "http" => self.http.is_some(),
+            "metrics" => self.metrics.is_some(),
+            "state" => self.state.is_some(),
+            "public_url" => self.public_url.is_some(),
+            "tls_cert" => self.tls_cert.is_some(),
+            "tls_key" => self.tls_key.is_some(),
+            "limits.max_streams_per_tunnel" => self.max_streams_per_tunnel.is_some(),
+            "limits.max_request_body" => self.max_request_body.is_some(),
+            _ => false,
+        };
+        set.then(|| match key {
+            "https" => "--https",
+            "quic" => "--quic",
+            "http" => "--http",
+            "metrics" => "--metrics",
+            "state" => "--state",
+            "public_url" => "--public-url",
+            "tls_cert" => "--tls-cert",
+            "tls_key" => "--tls-key",
+            "limits.max_streams_per_tunnel" => "--max-streams-per-tunnel",
+            _ => "--max-request-body",
+        })
+    }
+}
+
 impl Config {
     /// Reads `source`, resolves it with `o`, and names the line of a bad key.
     pub fn from_source(source: &Source, o: Overrides) -> anyhow::Result<Self> {
         let file = source.parse()?;
-        let mut c = Self::resolve(file, o.clone()).map_err(|e| source.locate_error(e))?;
+        let mut c = Self::resolve(file, o.clone()).map_err(|e| source.locate_error(e, &o))?;
         c.source = Some((source.clone(), o));
         Ok(c)
     }
@@ -429,7 +460,16 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         toml::from_str(text).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            anyhow::anyhow!("line {line}, column {col}: {}", e.message())
+            // The line itself names the key (a bad value's message does not).
+            let shown = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .map(|l| format!(" `{}`", l.trim()))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "line {line}, column {col}{shown}: {}",
+                e.message().trim_end()
+            )
         })
     }
 
@@ -625,11 +665,16 @@ impl Source {
         Ok(f)
     }
 
-    /// Adds `config file F, line N` to an error about one key set in this file.
-    pub fn locate_error(&self, e: anyhow::Error) -> anyhow::Error {
+    /// Adds `config file F, line N` to an error about one key set in this
+    /// file (not one a flag in `o` overrode).
+    pub fn locate_error(&self, e: anyhow::Error, o: &Overrides) -> anyhow::Error {
         let Some(k) = e.downcast_ref::<KeyError>() else {
             return e;
         };
+        if let Some(flag) = o.flag_for(&k.key) {
+            let msg = format!("{}: {} (from {flag})", k.key, k.message);
+            return anyhow::anyhow!(msg);
+        }
         match locate(&self.text, &k.key) {
             Some(line) => {
                 let msg = format!(

@@ -670,7 +670,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     let e = match &config.source {
-                        Some((source, _)) => source.locate_error(e),
+                        Some((source, o)) => source.locate_error(e, o),
                         None => e,
                     };
                     eprintln!("error: {e:#}");

@@ -381,7 +381,18 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app.ops.render(&app);
+    // Readiness is checked at scrape time too (it touches the state
+    // database), so `mcp_relay_ready` is current without anyone probing.
+    let body = match tokio::task::spawn_blocking(move || {
+        let r = app.ops.readiness(&app);
+        app.ops.metrics.ready.set(i64::from(r.ready));
+        app.ops.render(&app)
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -22,6 +22,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Pending connections the kernel queues per TCP listener.
 const LISTEN_BACKLOG: i32 = 4096;
+/// Receive buffer asked for the QUIC socket: room for the burst of a
+/// thousand agents reconnecting at once (the kernel caps it at
+/// `net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 8 << 20;
 /// How often `--replace` retries the QUIC port.
 const REPLACE_POLL: Duration = Duration::from_millis(5);
 
@@ -68,6 +72,7 @@ pub fn open(w: &Wanted) -> anyhow::Result<Sockets> {
         Some(wait) => bind_udp_replacing(w.quic, wait)?,
         None => bind_udp(w.quic)?,
     };
+    grow_recv_buffer(&quic);
     Ok(Sockets {
         https,
         http,
@@ -136,6 +141,7 @@ fn inherited(fds: &mut listenfd::ListenFd, w: &Wanted) -> anyhow::Result<Sockets
     };
     https.set_nonblocking(true)?;
     quic.set_nonblocking(true)?;
+    grow_recv_buffer(&quic);
     for l in http.iter().chain(metrics.iter()) {
         l.set_nonblocking(true)?;
     }
@@ -147,6 +153,13 @@ fn inherited(fds: &mut listenfd::ListenFd, w: &Wanted) -> anyhow::Result<Sockets
         quic,
         activated: true,
     })
+}
+
+fn grow_recv_buffer(s: &UdpSocket) {
+    let sock = socket2::SockRef::from(s);
+    if let Err(e) = sock.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::debug!(error = %e, "could not grow the QUIC receive buffer");
+    }
 }
 
 /// `[::]:443` matches `0.0.0.0:443` too (a dual-stack socket).
