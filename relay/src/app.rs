@@ -101,12 +101,15 @@ impl App {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_else(|| "localhost".to_owned());
-        let host_policy = HostPolicy::new(
+        let mut host_policy = HostPolicy::new(
             &public_host,
             &config.allowed_hosts,
             &config.allowed_origins,
             config.dev,
         );
+        if config.subdomains {
+            host_policy.allow_tunnel_subdomains(&public_host);
+        }
         let oidc = match &config.oidc {
             Some(s) => Some(
                 crate::authorization::oidc::Oidc::new(s.clone(), &public_url)
@@ -225,7 +228,7 @@ impl App {
 
     /// The MCP URL clients use for `tunnel`.
     pub fn public_mcp_url(&self, tunnel: &TunnelName) -> String {
-        format!("{}/t/{tunnel}/mcp", self.public_url)
+        self.auth.resource_url(tunnel)
     }
 }
 

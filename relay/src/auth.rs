@@ -93,6 +93,19 @@ pub struct Auth {
     /// Random per process: prefixes request ids in assertions, so ids stay
     /// unique across restarts (agents refuse a request id seen before).
     boot_id: String,
+    /// With subdomain routing: `(scheme, host[:port])` of the public URL;
+    /// tunnel URLs are then `scheme://NAME.host/mcp`.
+    subdomains: Option<(String, String)>,
+}
+
+/// Which URL form a request used to name its tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// `https://relay/t/NAME/mcp`
+    #[default]
+    Path,
+    /// `https://NAME.relay/mcp`
+    Subdomain,
 }
 
 /// Why a request was refused; [`Auth::refusal_response`] renders it.
@@ -130,7 +143,74 @@ impl Auth {
             reload: Mutex::new((Instant::now(), mtime)),
             keys_generation: std::sync::atomic::AtomicU64::new(0),
             boot_id: hex::encode(rand::random::<[u8; 8]>()),
+            subdomains: None,
         }
+    }
+
+    /// Turns on subdomain routing: tunnel URLs become
+    /// `https://NAME.<public host>/mcp` (path URLs keep working).
+    pub fn with_subdomains(mut self) -> anyhow::Result<Self> {
+        let url = url::Url::parse(&self.public_url)?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+            _ => anyhow::bail!(
+                "subdomains needs a public_url with a DNS name, not {}",
+                self.public_url
+            ),
+        };
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        self.subdomains = Some((url.scheme().to_owned(), authority));
+        Ok(self)
+    }
+
+    /// The public host tunnels are subdomains of, when subdomain routing is on.
+    pub fn subdomain_parent(&self) -> Option<&str> {
+        self.subdomains
+            .as_ref()
+            .map(|(_, a)| a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a))
+    }
+
+    /// A tunnel's resource URL in the form `via`.
+    pub fn resource_url_via(&self, tunnel: &TunnelName, via: Via) -> String {
+        match (&self.subdomains, via) {
+            (Some((scheme, authority)), Via::Subdomain) => {
+                format!("{scheme}://{tunnel}.{authority}/mcp")
+            }
+            _ => format!("{}/t/{tunnel}/mcp", self.public_url),
+        }
+    }
+
+    /// The protected-resource metadata URL (RFC 9728) of a tunnel's resource
+    /// URL in the form `via`.
+    pub fn resource_metadata_url_via(&self, tunnel: &TunnelName, via: Via) -> String {
+        match (&self.subdomains, via) {
+            (Some((scheme, authority)), Via::Subdomain) => {
+                format!("{scheme}://{tunnel}.{authority}/.well-known/oauth-protected-resource/mcp")
+            }
+            _ => format!(
+                "{}/.well-known/oauth-protected-resource/t/{tunnel}/mcp",
+                self.public_url
+            ),
+        }
+    }
+
+    /// The tunnel a resource URL (RFC 8707 `resource`) names, in either form.
+    pub fn tunnel_of_resource(&self, resource: &str) -> Option<TunnelName> {
+        if let Some(t) = crate::authorization::authorize::tunnel_of(&self.public_url, resource) {
+            return Some(t);
+        }
+        let (scheme, authority) = self.subdomains.as_ref()?;
+        let rest = resource
+            .strip_prefix(scheme.as_str())?
+            .strip_prefix("://")?;
+        let (label, rest) = rest.split_once('.')?;
+        if rest != format!("{authority}/mcp") {
+            return None;
+        }
+        TunnelName::parse(label).ok()
     }
 
     /// Whether requests must carry a token.
@@ -138,17 +218,19 @@ impl Auth {
         self.required
     }
 
-    /// The canonical resource URL of a tunnel: what its tokens' `aud` must be.
+    /// The canonical resource URL of a tunnel (the subdomain form when
+    /// subdomain routing is on): what tokens issued without a `resource` get.
     pub fn resource_url(&self, tunnel: &TunnelName) -> String {
-        format!("{}/t/{tunnel}/mcp", self.public_url)
+        self.resource_url_via(tunnel, self.canonical_via())
     }
 
-    /// Where clients find the protected-resource metadata (RFC 9728) of a tunnel.
-    pub fn resource_metadata_url(&self, tunnel: &TunnelName) -> String {
-        format!(
-            "{}/.well-known/oauth-protected-resource/t/{tunnel}/mcp",
-            self.public_url
-        )
+    /// The URL form tunnels are shown in.
+    pub fn canonical_via(&self) -> Via {
+        if self.subdomains.is_some() {
+            Via::Subdomain
+        } else {
+            Via::Path
+        }
     }
 
     /// Checks the request's bearer token for `tunnel`; `Err` is the response to send.
@@ -157,6 +239,7 @@ impl Auth {
         uri_query: Option<&str>,
         headers: &HeaderMap,
         tunnel: &TunnelName,
+        via: Via,
     ) -> Result<Caller, Refusal> {
         if !self.required {
             return Ok(Caller::Anonymous);
@@ -188,10 +271,25 @@ impl Auth {
             });
         };
         self.maybe_reload();
-        match self
+        let now = unix_now();
+        let mut checked = self
             .validator
-            .validate(token, &self.resource_url(tunnel), unix_now())
-        {
+            .validate(token, &self.resource_url_via(tunnel, via), now);
+        // Both URL forms name the same tunnel on this relay: a token for the
+        // other form is as good (a client may have signed in through either).
+        if checked.is_err() && self.subdomains.is_some() {
+            let other = match via {
+                Via::Path => Via::Subdomain,
+                Via::Subdomain => Via::Path,
+            };
+            if let Ok(c) =
+                self.validator
+                    .validate(token, &self.resource_url_via(tunnel, other), now)
+            {
+                checked = Ok(c);
+            }
+        }
+        match checked {
             Ok(claims) => Ok(Caller::Token(claims)),
             Err(e) => {
                 tracing::debug!(tunnel = %tunnel, error = %e, "bearer token refused");
@@ -281,11 +379,11 @@ impl Auth {
     }
 
     /// The 401/400 response for a refusal, with its `WWW-Authenticate` challenge.
-    pub fn refusal_response(&self, tunnel: &TunnelName, refusal: Refusal) -> Response {
+    pub fn refusal_response(&self, tunnel: &TunnelName, refusal: Refusal, via: Via) -> Response {
         let Refusal { status, error } = refusal;
         let mut v = format!(
             "Bearer resource_metadata=\"{}\", scope=\"{MCP_SCOPE}\"",
-            self.resource_metadata_url(tunnel)
+            self.resource_metadata_url_via(tunnel, via)
         );
         if let Some(e) = &error {
             v.push_str(", ");

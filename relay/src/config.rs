@@ -47,6 +47,11 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Accept tunnel requests without an access token (benchmarks, local experiments only).
     pub no_auth: Option<bool>,
+    /// Subdomain routing: tunnels are also reached as `https://NAME.<public
+    /// host>/mcp` (and that is the URL agents show); path URLs keep working.
+    /// Needs a DNS wildcard record and a certificate for the names (a
+    /// wildcard certificate, or `[acme]`, which gets one per tunnel name).
+    pub subdomains: Option<bool>,
     /// Extra host names the relay answers to besides the public URL's (e.g. an alias).
     pub allowed_hosts: Option<Vec<String>>,
     /// TEST ONLY: host names whose client metadata documents may be fetched
@@ -151,6 +156,8 @@ pub struct Config {
     pub limits: RelayLimits,
     /// Tunnel requests need no access token.
     pub no_auth: bool,
+    /// Subdomain routing is on.
+    pub subdomains: bool,
     /// Extra accepted `Host` names.
     pub allowed_hosts: Vec<String>,
     /// TEST ONLY: loopback-allowed hosts for client metadata documents.
@@ -563,6 +570,18 @@ impl Config {
             return Err(keyed("rate_limits.window", "must be longer than zero"));
         }
         let password_login = file.password_login.unwrap_or(true);
+        let subdomains = file.subdomains.unwrap_or(false);
+        if subdomains
+            && !matches!(
+                public_url.as_ref().and_then(Url::host),
+                Some(url::Host::Domain(_))
+            )
+        {
+            return Err(keyed(
+                "subdomains",
+                "needs public_url with a DNS name (tunnels become https://NAME.<that name>/mcp)",
+            ));
+        }
         if !password_login && oidc.is_none() {
             return Err(keyed(
                 "password_login",
@@ -597,6 +616,7 @@ impl Config {
             dev,
             limits,
             no_auth: o.no_auth || file.no_auth.unwrap_or(false),
+            subdomains,
             allowed_hosts: file.allowed_hosts.unwrap_or_default(),
             cimd_test_allow_hosts: file.cimd_test_allow_hosts.unwrap_or_default(),
             cimd_test_ca: file.cimd_test_ca,

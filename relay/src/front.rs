@@ -33,8 +33,66 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The relay's routes.
+/// The relay's routes (behind the subdomain rewrite when it is on).
 pub fn router(app: Arc<App>) -> Router {
+    let routes = routes(app.clone());
+    let Some(parent) = app.auth.subdomain_parent().map(|p| format!(".{p}")) else {
+        return routes;
+    };
+    // Rewritten before routing: `NAME.relay/mcp` is `relay/t/NAME/mcp`.
+    let rewrite = tower::ServiceExt::map_request(routes, move |req: axum::extract::Request| {
+        subdomain_rewrite(req, &parent)
+    });
+    Router::new().fallback_service(rewrite)
+}
+
+/// Maps a request to a tunnel's subdomain onto the path routes, marking it
+/// [`Via::Subdomain`](crate::auth::Via); on such a host only the MCP
+/// endpoint, its resource metadata and the probes exist.
+fn subdomain_rewrite(mut req: axum::extract::Request, parent: &str) -> axum::extract::Request {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let Some(label) = host
+        .to_ascii_lowercase()
+        .strip_suffix(parent)
+        .map(str::to_owned)
+    else {
+        return req;
+    };
+    let Ok(tunnel) = mcp_tunnel_proto::TunnelName::parse(&label) else {
+        return req;
+    };
+    let path = req.uri().path();
+    let new_path = if path == "/mcp" || path.starts_with("/mcp/") {
+        format!("/t/{tunnel}{path}")
+    } else if path == "/.well-known/oauth-protected-resource/mcp"
+        || path == "/.well-known/oauth-protected-resource"
+    {
+        format!("/.well-known/oauth-protected-resource/t/{tunnel}/mcp")
+    } else if path == "/healthz" || path == "/readyz" {
+        return req;
+    } else {
+        "/.tunnel-host-only-mcp".to_owned()
+    };
+    let pq = match req.uri().query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(crate::auth::Via::Subdomain);
+    }
+    req
+}
+
+fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/.well-known/mcp-relay", get(well_known))
         .route("/.well-known/jwks.json", get(jwks))
@@ -88,13 +146,15 @@ async fn jwks(State(app): State<Arc<App>>) -> Response {
 async fn resource_metadata(
     State(app): State<Arc<App>>,
     axum::extract::Path(tunnel): axum::extract::Path<String>,
+    via: Option<axum::Extension<crate::auth::Via>>,
 ) -> Response {
     let Ok(tunnel) = mcp_tunnel_proto::TunnelName::parse(&tunnel) else {
         return not_found().await;
     };
+    let via = via.map(|v| v.0).unwrap_or_default();
     axum::Json(protected_resource(
         &app,
-        &app.auth.resource_url(&tunnel),
+        &app.auth.resource_url_via(&tunnel, via),
         Some(&tunnel),
     ))
     .into_response()

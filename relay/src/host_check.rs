@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, Uri, header};
 /// Which `Host` and `Origin` values the relay accepts.
 #[derive(Debug, Clone)]
 pub struct HostPolicy {
+    /// `.relay.example.com` when tunnels are also reached as its subdomains.
+    subdomain_parent: Option<String>,
     hosts: Vec<String>,
     origins: Vec<String>,
     loopback: bool,
@@ -41,6 +43,7 @@ impl HostPolicy {
         let mut hosts: Vec<String> = extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         hosts.push(public_host.to_ascii_lowercase());
         Self {
+            subdomain_parent: None,
             hosts,
             origins: origins
                 .iter()
@@ -71,10 +74,21 @@ impl HostPolicy {
         Ok(())
     }
 
+    /// Also accepts `NAME.<parent>` for every valid tunnel name (subdomain routing).
+    pub fn allow_tunnel_subdomains(&mut self, parent: &str) {
+        self.subdomain_parent = Some(format!(".{}", parent.to_ascii_lowercase()));
+    }
+
     fn host_allowed(&self, authority: &str) -> bool {
         let host = strip_port(authority).to_ascii_lowercase();
         if host.is_empty() {
             return false;
+        }
+        if let Some(parent) = &self.subdomain_parent
+            && let Some(label) = host.strip_suffix(parent.as_str())
+            && mcp_tunnel_proto::TunnelName::parse(label).is_ok()
+        {
+            return true;
         }
         self.hosts.contains(&host)
             || (self.loopback
@@ -134,6 +148,25 @@ mod tests {
         ] {
             let (u, h) = req(host, origin);
             assert!(p.check(&u, &h).is_err(), "{host} {origin:?}");
+        }
+    }
+
+    #[test]
+    fn tunnel_subdomains_when_enabled() {
+        let mut p = HostPolicy::new("relay.example.com", &[], &[], false);
+        let (u, h) = req("shop.relay.example.com", None);
+        assert!(p.check(&u, &h).is_err(), "off by default");
+        p.allow_tunnel_subdomains("relay.example.com");
+        assert!(p.check(&u, &h).is_ok());
+        for bad in [
+            "a.b.relay.example.com",
+            "Bad_Name.relay.example.com",
+            ".relay.example.com",
+            "shop.relay.example.com.evil.net",
+            "shoprelay.example.com",
+        ] {
+            let (u, h) = req(bad, None);
+            assert!(p.check(&u, &h).is_err(), "{bad}");
         }
     }
 

@@ -148,7 +148,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => format!("https://localhost:{}", https_addr.port()),
     };
     let keys = auth::load_or_create_keys(&state)?;
-    let auth = auth::Auth::new(&state, &public_url, keys, !config.no_auth);
+    let mut auth = auth::Auth::new(&state, &public_url, keys, !config.no_auth);
+    if config.subdomains {
+        auth = auth.with_subdomains()?;
+    }
     if config.no_auth {
         tracing::warn!(
             "--no-auth: tunnels accept requests WITHOUT an access token; never do this on a public relay"

@@ -108,7 +108,15 @@ async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response
     };
     // Authenticate before saying anything about the tunnel: an anonymous
     // caller learns nothing, not even whether the tunnel exists.
-    let caller = match app.auth.check(req.uri().query(), req.headers(), &tunnel) {
+    let via = req
+        .extensions()
+        .get::<crate::auth::Via>()
+        .copied()
+        .unwrap_or_default();
+    let caller = match app
+        .auth
+        .check(req.uri().query(), req.headers(), &tunnel, via)
+    {
         Ok(c) => c,
         Err(refusal) => {
             // Read (and drop) the body first, bounded: answering while the
@@ -123,7 +131,7 @@ async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response
             )
             .await;
             return mark(
-                app.auth.refusal_response(&tunnel, refusal),
+                app.auth.refusal_response(&tunnel, refusal, via),
                 Outcome::Unauthenticated,
             );
         }

@@ -282,10 +282,10 @@ pub(super) async fn validate(app: &App, form: Vec<(String, String)>) -> Result<R
             "the resource parameter (RFC 8707) naming one tunnel URL is required",
         ));
     };
-    let Some(tunnel) = tunnel_of(&app.public_url, &resource) else {
+    let Some(tunnel) = app.auth.tunnel_of_resource(&resource) else {
         return Err(back(
             "invalid_target",
-            "resource must be a tunnel URL of this relay: <relay>/t/<tunnel>/mcp",
+            "resource must be a tunnel URL of this relay: <relay>/t/<tunnel>/mcp (or https://<tunnel>.<relay host>/mcp with subdomain routing)",
         ));
     };
     let scope = field(&form, "scope")

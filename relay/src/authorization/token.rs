@@ -133,11 +133,11 @@ async fn client_credentials(app: &App, headers: &HeaderMap, form: &[(String, Str
             "resource (the tunnel URL, RFC 8707) is required",
         );
     };
-    if crate::authorization::authorize::tunnel_of(&app.public_url, resource).is_none() {
+    if app.auth.tunnel_of_resource(resource).is_none() {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_target",
-            "resource must be a tunnel URL of this relay: <relay>/t/<tunnel>/mcp",
+            "resource must be a tunnel URL of this relay: <relay>/t/<tunnel>/mcp (or https://<tunnel>.<relay host>/mcp with subdomain routing)",
         );
     }
     let groups = client
