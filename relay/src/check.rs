@@ -67,7 +67,15 @@ pub fn check(config: &Config) -> anyhow::Result<Report> {
             format!("certificate files {}", cert.display())
         }
         TlsSource::Dev => "development CA (--dev)".to_owned(),
-        TlsSource::Acme(_) => "ACME".to_owned(),
+        TlsSource::Acme(a) => {
+            if config.https.port() != 443 {
+                warnings.push(format!(
+                    "[acme] validates over TCP port 443 (TLS-ALPN-01), but https listens on port {}: forward 443 to it, or listen on 443",
+                    config.https.port()
+                ));
+            }
+            format!("ACME ({})", a.directory_url)
+        }
     };
     state_dir_usable(&config.state_dir)?;
     for f in &config.policy_files {

@@ -430,7 +430,7 @@ impl Overrides {
             "limits.max_request_body" => self.max_request_body.is_some(),
             _ => false,
         };
-        set.then(|| match key {
+        let flag = match key {
             "https" => "--https",
             "quic" => "--quic",
             "http" => "--http",
@@ -441,7 +441,8 @@ impl Overrides {
             "tls_key" => "--tls-key",
             "limits.max_streams_per_tunnel" => "--max-streams-per-tunnel",
             _ => "--max-request-body",
-        })
+        };
+        set.then_some(flag)
     }
 }
 

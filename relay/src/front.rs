@@ -259,7 +259,7 @@ pub async fn serve(
                         };
                     // A TLS-ALPN-01 validation (RFC 8737) only needs the
                     // handshake; it never speaks HTTP.
-                    if stream.get_ref().1.alpn_protocol() == Some(b"acme-tls/1") {
+                    if stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
                         return;
                     }
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);

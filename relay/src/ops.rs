@@ -277,11 +277,12 @@ impl Ops {
                 Err(e) => -(e.duration().as_secs() as i64),
             }
         });
-        let certificate_valid = expires_in.is_some_and(|s| s > 0);
+        let provisional = self.identity.get().is_none_or(|i| !i.is_valid_now());
+        let certificate_valid = expires_in.is_some_and(|s| s > 0) && !provisional;
         if !certificate_valid {
             problems.push(match expires_in {
-                Some(_) => "the TLS certificate has expired".to_owned(),
-                None => "no TLS certificate is being served yet".to_owned(),
+                Some(s) if s <= 0 => "the TLS certificate has expired".to_owned(),
+                _ => "no real TLS certificate is being served yet (ACME order pending?)".to_owned(),
             });
         }
         Readiness {

@@ -226,7 +226,7 @@ async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response
                     reason,
                     rpc_error,
                 } = *denied;
-                tracing::info!(request_id, tunnel = %tunnel, who = %who.name, method = %what.method, target = ?what.target, "denied: {reason}");
+                tracing::info!(request_id = %rid, tunnel = %tunnel, who = %who.name, method = %what.method, target = ?what.target, "denied: {reason}");
                 let mut p = start_audit(&what, Decision::Deny);
                 p.reason(reason, rpc_error);
                 p.status(response.status().as_u16());
@@ -308,7 +308,7 @@ async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response
             .remember_session(&tunnel, new, &agent, principal);
     }
     tracing::debug!(
-        request_id, tunnel = %tunnel, %method, status = response.status().as_u16(),
+        request_id = %rid, tunnel = %tunnel, %method, status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64, "proxied"
     );
     if let (Some(who), Some(kind)) = (&who, list)
@@ -325,8 +325,15 @@ async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response
     if let Some(p) = &mut audit {
         p.status(response.status().as_u16());
     }
+    // The id the audit records and the relay's log lines carry.
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     mark(count_body(response, audit, app.clone()), outcome)
 }
+
+/// Response header naming the request id of the audit log and the logs.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Finishes the audit record of a request answered by the relay itself.
 fn finish_early(audit: Option<Pending>, response: Response) -> Response {

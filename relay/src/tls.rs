@@ -1,21 +1,35 @@
-//! The relay's TLS identity: static certificate files, or (with `--dev`) a CA
-//! and a localhost certificate made with rcgen on first start and reused after.
+//! The relay's TLS identity: static certificate files (reloaded when they
+//! change on disk), certificates from an ACME CA ([`crate::acme`]), or (with
+//! `--dev`) a CA and a localhost certificate made with rcgen on first start
+//! and reused after.
 //!
 //! The same certificate serves the HTTPS front and the QUIC endpoint, so an
-//! agent trusts the relay exactly as an MCP client does.
+//! agent trusts the relay exactly as an MCP client does. Both server configs
+//! take their certificate from one swappable slot in [`Identity`]: a renewed
+//! or reloaded certificate is used by the next handshake on either, and
+//! established connections are untouched.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration as TimeDuration, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
 
+use crate::acme::ACME_TLS_ALPN;
 use crate::state_dir::{StateDir, write_private};
+
+/// How often certificate files are checked for changes (certbot renewals).
+const FILES_POLL: Duration = Duration::from_secs(5);
 
 /// Where the relay's certificate comes from.
 #[derive(Debug, Clone)]
@@ -33,61 +47,259 @@ pub enum TlsSource {
     Acme(crate::acme::AcmeSettings),
 }
 
-/// A loaded certificate chain and key.
-#[derive(Debug)]
+/// The relay's certificate: what handshakes are served right now. Clones
+/// share one slot, so [`maintain`] swapping it reaches every server config
+/// made from any clone.
+#[derive(Debug, Clone)]
 pub struct Identity {
-    /// Leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's key.
-    pub key: PrivateKeyDer<'static>,
+    slot: Arc<Slot>,
 }
 
-impl Clone for Identity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
+#[derive(Debug)]
+struct Slot {
+    current: RwLock<Arc<Served>>,
+    /// TLS-ALPN-01 challenge certificates by (lowercase) name.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// ACME identities negotiate `acme-tls/1` on the HTTPS port.
+    answers_acme: bool,
 }
 
-/// Loads (or, in dev mode, creates) the relay's certificate.
+/// One served certificate and what the rest of the relay asks about it.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    validity: Option<(SystemTime, SystemTime)>,
+    serial: String,
+    /// The temporary self-signed certificate served until ACME delivers.
+    provisional: bool,
+}
+
+/// Loads (or, in dev mode, creates) the relay's certificate. With ACME it
+/// serves the stored certificate if one is still valid, else a temporary
+/// self-signed one; [`maintain`] then orders the real one.
 pub fn load_identity(source: &TlsSource, state: &StateDir) -> anyhow::Result<Identity> {
     match source {
-        TlsSource::Files { cert, key } => load_pem_files(cert, key),
-        TlsSource::Dev => ensure_dev_identity(state),
-        TlsSource::Acme(_) => bail!("[acme] is not supported yet"),
+        TlsSource::Files { cert, key } => {
+            let (chain, key) = load_pem_files(cert, key)?;
+            Identity::new(chain, key, false, false)
+        }
+        TlsSource::Dev => {
+            let (chain, key) = ensure_dev_identity(state)?;
+            Identity::new(chain, key, false, false)
+        }
+        TlsSource::Acme(settings) => match crate::acme::load_stored(settings) {
+            Ok(Some((chain, key))) => {
+                let id = Identity::new(chain, key, false, true)?;
+                tracing::info!(
+                    domains = ?settings.domains,
+                    serial = %id.serial(),
+                    not_after = %id.not_after().map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
+                    "ACME: serving the stored certificate"
+                );
+                Ok(id)
+            }
+            stored => {
+                if let Err(e) = stored {
+                    tracing::warn!(error = %format!("{e:#}"), "ACME: the stored certificate is unusable; a new one will be ordered");
+                }
+                let (chain, key) = provisional_certificate(&settings.domains)?;
+                tracing::info!(
+                    domains = ?settings.domains,
+                    "ACME: no certificate yet; serving a temporary self-signed one until the CA issues one"
+                );
+                Identity::new(chain, key, true, true)
+            }
+        },
     }
 }
 
-/// Keeps the certificate fresh while the relay runs (ACME renewal, reloaded
-/// files); returns when `shutdown` is cancelled.
+/// Keeps the certificate fresh while the relay runs (ACME issuance and
+/// renewal, certificate files reloaded when they change); returns when
+/// `shutdown` is cancelled.
 pub async fn maintain(
-    _source: TlsSource,
-    _identity: Identity,
+    source: TlsSource,
+    identity: Identity,
     _state: StateDir,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) {
-    shutdown.cancelled().await;
+    match source {
+        TlsSource::Acme(settings) => crate::acme::keep_fresh(settings, identity, shutdown).await,
+        TlsSource::Files { cert, key } => watch_files(&cert, &key, &identity, shutdown).await,
+        TlsSource::Dev => shutdown.cancelled().await,
+    }
 }
 
 impl Identity {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        provisional: bool,
+        answers_acme: bool,
+    ) -> anyhow::Result<Self> {
+        let served = Served::new(chain, key, provisional)?;
+        Ok(Self {
+            slot: Arc::new(Slot {
+                current: RwLock::new(Arc::new(served)),
+                challenges: RwLock::new(HashMap::new()),
+                answers_acme,
+            }),
+        })
+    }
+
     /// When the served leaf certificate expires.
-    pub fn not_after(&self) -> Option<std::time::SystemTime> {
-        let leaf = self.chain.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-        let secs = cert.validity().not_after.timestamp();
-        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).ok()?))
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.current().validity.map(|(_, na)| na)
+    }
+
+    /// The served leaf's validity period (`not_before`, `not_after`).
+    pub fn validity(&self) -> Option<(SystemTime, SystemTime)> {
+        self.current().validity
+    }
+
+    /// True if the served certificate is a real one (not the temporary
+    /// certificate of an ACME relay still waiting for its first) and is
+    /// within its validity period now.
+    pub fn is_valid_now(&self) -> bool {
+        let served = self.current();
+        let now = SystemTime::now();
+        !served.provisional
+            && served
+                .validity
+                .is_some_and(|(nb, na)| nb <= now && now < na)
+    }
+
+    /// True while an ACME relay serves its temporary self-signed
+    /// certificate (no certificate from the CA yet).
+    pub fn is_provisional(&self) -> bool {
+        self.current().provisional
+    }
+
+    /// The served leaf's serial number (hex), for logs.
+    pub fn serial(&self) -> String {
+        self.current().serial.clone()
+    }
+
+    /// The served chain, leaf first.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current().key.cert.clone()
+    }
+
+    /// Serves `chain`/`key` from the next handshake on. Fails (and keeps
+    /// the old one) if they do not parse or match.
+    pub(crate) fn install(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        provisional: bool,
+    ) -> anyhow::Result<()> {
+        let served = Arc::new(Served::new(chain, key, provisional)?);
+        *self.slot.current.write().unwrap_or_else(|e| e.into_inner()) = served;
+        Ok(())
+    }
+
+    /// Answers TLS-ALPN-01 validation connections for `name` with `cert`.
+    pub(crate) fn set_challenge(&self, name: &str, cert: Arc<CertifiedKey>) {
+        self.slot
+            .challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_ascii_lowercase(), cert);
+    }
+
+    /// Stops answering validation connections for `name`.
+    pub(crate) fn clear_challenge(&self, name: &str) {
+        self.slot
+            .challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name.to_ascii_lowercase());
+    }
+
+    fn current(&self) -> Arc<Served> {
+        self.slot.current()
     }
 }
 
-/// Server config for the HTTPS front (HTTP/2 and HTTP/1.1).
+impl Slot {
+    fn current(&self) -> Arc<Served> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Served {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        provisional: bool,
+    ) -> anyhow::Result<Self> {
+        let key = certified_key(chain, key)?;
+        let leaf = key.cert.first().context("empty certificate chain")?;
+        let validity = leaf_validity(leaf);
+        let serial = x509_parser::parse_x509_certificate(leaf)
+            .map(|(_, c)| c.raw_serial_as_string().replace(':', ""))
+            .unwrap_or_default();
+        Ok(Self {
+            key: Arc::new(key),
+            validity,
+            serial,
+            provisional,
+        })
+    }
+}
+
+/// Picks the certificate for an HTTPS handshake: the challenge certificate
+/// for an ACME validation connection (ALPN exactly `acme-tls/1`, RFC 8737),
+/// the served one otherwise.
+#[derive(Debug)]
+struct HttpsResolver(Arc<Slot>);
+
+impl ResolvesServerCert for HttpsResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.0.answers_acme && is_acme_validation(&hello) {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .0
+                .challenges
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+        }
+        Some(self.0.current().key.clone())
+    }
+}
+
+/// The QUIC endpoint's certificate: always the served one (validation
+/// happens over TCP).
+#[derive(Debug)]
+struct QuicResolver(Arc<Slot>);
+
+impl ResolvesServerCert for QuicResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().key.clone())
+    }
+}
+
+fn is_acme_validation(hello: &ClientHello<'_>) -> bool {
+    hello.alpn().is_some_and(|mut offered| {
+        offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none()
+    })
+}
+
+/// Server config for the HTTPS front (HTTP/2 and HTTP/1.1; with ACME also
+/// `acme-tls/1`, last so it is only chosen when it is all a client offers —
+/// the front closes such connections after the handshake).
 pub fn https_server_config(id: &Identity) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(id.chain.clone(), id.key.clone_key())
-        .context("the TLS certificate and key do not match or are unsupported")?;
+        .with_cert_resolver(Arc::new(HttpsResolver(id.slot.clone())));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if id.slot.answers_acme {
+        cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(Arc::new(cfg))
 }
 
@@ -99,14 +311,137 @@ pub fn quic_server_config(
 ) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_client_cert_verifier(client_verifier)
-        .with_single_cert(id.chain.clone(), id.key.clone_key())
-        .context("the TLS certificate and key do not match or are unsupported")?;
+        .with_cert_resolver(Arc::new(QuicResolver(id.slot.clone())));
     cfg.alpn_protocols = vec![mcp_tunnel_proto::ALPN.to_vec()];
     cfg.max_early_data_size = 0;
     Ok(cfg)
 }
 
-fn load_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+/// A chain and key checked to belong together, on the process's provider.
+pub(crate) fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<CertifiedKey> {
+    if chain.is_empty() {
+        bail!("the certificate chain is empty");
+    }
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    CertifiedKey::from_der(chain, key, &provider)
+        .context("the TLS certificate and key do not match or are unsupported")
+}
+
+/// The leaf's validity period.
+pub(crate) fn leaf_validity(leaf: &CertificateDer<'_>) -> Option<(SystemTime, SystemTime)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let at = |t: i64| Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).ok()?));
+    Some((
+        at(cert.validity().not_before.timestamp())?,
+        at(cert.validity().not_after.timestamp())?,
+    ))
+}
+
+/// The leaf's DNS names (subjectAltName), lowercase.
+pub(crate) fn leaf_dns_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A self-signed certificate for `domains`, served by an ACME relay until
+/// its first certificate arrives, so it starts and can answer the challenge.
+fn provisional_certificate(domains: &[String]) -> anyhow::Result<ChainAndKey> {
+    let mut params =
+        CertificateParams::new(domains.to_vec()).context("building the temporary certificate")?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        "mcp-relay temporary certificate (waiting for the ACME CA)",
+    );
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - TimeDuration::hours(1);
+    params.not_after = now
+        + TimeDuration::try_from(crate::acme::PROVISIONAL_LIFETIME)
+            .unwrap_or(TimeDuration::days(7));
+    let key = KeyPair::generate().context("generating the temporary certificate's key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the temporary certificate")?;
+    Ok((
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    ))
+}
+
+/// Reloads the certificate files whenever they change (a certbot renewal
+/// replaces them), keeping the served certificate if the new files do not
+/// load (yet: the key may be written after the certificate).
+async fn watch_files(cert: &Path, key: &Path, identity: &Identity, shutdown: CancellationToken) {
+    let mut seen = files_stamp(cert, key);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(FILES_POLL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = files_stamp(cert, key);
+        if now == seen {
+            continue;
+        }
+        match reload_files(cert, key, identity) {
+            Ok(changed) => {
+                seen = now;
+                if changed {
+                    tracing::info!(
+                        cert = %cert.display(),
+                        serial = %identity.serial(),
+                        not_after = %identity.not_after().map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
+                        "TLS certificate files changed; serving the new certificate"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "TLS certificate files changed but do not load; still serving the previous certificate (retrying)"
+            ),
+        }
+    }
+}
+
+/// Loads the files into `identity`; `Ok(false)` if the leaf is unchanged.
+fn reload_files(cert: &Path, key: &Path, identity: &Identity) -> anyhow::Result<bool> {
+    let (chain, key) = load_pem_files(cert, key)?;
+    if identity.chain() == chain {
+        return Ok(false);
+    }
+    identity.install(chain, key, false)?;
+    Ok(true)
+}
+
+type FileStamp = Option<(SystemTime, u64)>;
+
+fn files_stamp(cert: &Path, key: &Path) -> [FileStamp; 2] {
+    [cert, key].map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    })
+}
+
+type ChainAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn load_pem_files(cert: &Path, key: &Path) -> anyhow::Result<ChainAndKey> {
     let cert_pem = std::fs::read(cert)
         .with_context(|| format!("reading TLS certificate {}", cert.display()))?;
     let chain = rustls_pemfile::certs(&mut &cert_pem[..])
@@ -120,7 +455,7 @@ fn load_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .with_context(|| format!("parsing TLS key {}", key.display()))?
         .with_context(|| format!("{} holds no PEM private key", key.display()))?;
-    Ok(Identity { chain, key })
+    Ok((chain, key))
 }
 
 /// Leaf certificates are re-issued when they have less than this left.
@@ -128,7 +463,7 @@ const DEV_LEAF_RENEW_BEFORE: TimeDuration = TimeDuration::days(30);
 const DEV_LEAF_LIFETIME: TimeDuration = TimeDuration::days(365);
 const DEV_CA_LIFETIME: TimeDuration = TimeDuration::days(3650);
 
-fn ensure_dev_identity(state: &StateDir) -> anyhow::Result<Identity> {
+fn ensure_dev_identity(state: &StateDir) -> anyhow::Result<ChainAndKey> {
     let ca_cert_path = state.dev_ca_cert();
     let ca_key_path = state.path("dev-ca.key");
     let leaf_cert_path = state.path("dev-cert.pem");
@@ -223,14 +558,21 @@ fn leaf_expires_soon(not_after_file: &Path) -> bool {
 mod tests {
     use super::*;
 
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
     #[test]
     fn dev_identity_is_created_once_and_reused() {
+        crate::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         let a = load_identity(&TlsSource::Dev, &state).unwrap();
         let b = load_identity(&TlsSource::Dev, &state).unwrap();
-        assert_eq!(a.chain[0], b.chain[0], "leaf reused on second start");
-        assert_eq!(a.chain.len(), 2, "chain carries the CA");
+        assert_eq!(a.chain()[0], b.chain()[0], "leaf reused on second start");
+        assert_eq!(a.chain().len(), 2, "chain carries the CA");
+        assert!(a.is_valid_now());
+        assert!(!a.is_provisional());
         https_server_config(&a).unwrap();
         let ca = crate::devices::DeviceCa::load_or_create(&state).unwrap();
         let v = crate::devices::verifier::DeviceClientVerifier::new(
@@ -254,5 +596,197 @@ mod tests {
     fn missing_files_say_which() {
         let err = load_pem_files(Path::new("/nonexistent/c.pem"), Path::new("/x")).unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/c.pem"));
+    }
+
+    /// A self-signed certificate for `name` as (cert PEM, key PEM).
+    fn self_signed(name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn acme_settings(state: &Path) -> crate::acme::AcmeSettings {
+        let cfg: crate::acme::AcmeConfig = toml::from_str(
+            "accept_terms = true\ndirectory_url = \"https://ca.test/dir\"\ndomains = [\"relay.test\"]",
+        )
+        .unwrap();
+        cfg.settle(None, state).unwrap()
+    }
+
+    #[test]
+    fn acme_relay_starts_provisional_and_reuses_a_stored_certificate() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let settings = acme_settings(dir.path());
+        let source = TlsSource::Acme(settings.clone());
+        let first = load_identity(&source, &state).unwrap();
+        assert!(first.is_provisional());
+        assert!(
+            !first.is_valid_now(),
+            "a temporary certificate is not a real one"
+        );
+        assert_eq!(leaf_dns_names(&first.chain()[0]), ["relay.test"]);
+
+        let (cert, key) = self_signed("relay.test");
+        std::fs::create_dir_all(&settings.dir).unwrap();
+        std::fs::write(settings.certificate_file(), format!("{cert}{key}")).unwrap();
+        let second = load_identity(&source, &state).unwrap();
+        assert!(!second.is_provisional());
+        assert!(second.is_valid_now());
+
+        // A stored certificate for other names is not used.
+        let (cert, key) = self_signed("other.test");
+        std::fs::write(settings.certificate_file(), format!("{cert}{key}")).unwrap();
+        assert!(load_identity(&source, &state).unwrap().is_provisional());
+    }
+
+    /// Accepts any server certificate: these tests look at which one is served.
+    #[derive(Debug)]
+    struct AnyCert;
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// An in-memory handshake: the leaf the server presented and the ALPN chosen.
+    fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> Result<(CertificateDer<'static>, Option<Vec<u8>>), rustls::Error> {
+        let mut ccfg = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
+        ccfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(ccfg),
+            ServerName::try_from(sni.to_owned()).unwrap(),
+        )?;
+        let mut server = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut &buf[..]).unwrap();
+            server.process_new_packets()?;
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut &buf[..]).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+        }
+        let leaf = client.peer_certificates().unwrap()[0].clone().into_owned();
+        Ok((leaf, client.alpn_protocol().map(<[u8]>::to_vec)))
+    }
+
+    #[test]
+    fn challenge_connections_get_the_challenge_certificate_and_swaps_apply_at_once() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let id = load_identity(&TlsSource::Acme(acme_settings(dir.path())), &state).unwrap();
+        let cfg = https_server_config(&id).unwrap();
+        let served = id.chain()[0].clone();
+
+        let (leaf, alpn) = handshake(cfg.clone(), "relay.test", &[b"h2", b"http/1.1"]).unwrap();
+        assert_eq!(leaf, served);
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+
+        // No challenge pending: a validation connection fails.
+        assert!(handshake(cfg.clone(), "relay.test", &[ACME_TLS_ALPN]).is_err());
+        let challenge = crate::acme::challenge_certificate("relay.test", &[1; 32]).unwrap();
+        id.set_challenge("Relay.Test", challenge.clone());
+        let (leaf, alpn) = handshake(cfg.clone(), "relay.test", &[ACME_TLS_ALPN]).unwrap();
+        assert_eq!(leaf, challenge.cert[0]);
+        assert_eq!(alpn.as_deref(), Some(ACME_TLS_ALPN));
+        // A client offering acme-tls/1 among others is a normal client.
+        let (leaf, alpn) = handshake(cfg.clone(), "relay.test", &[b"h2", ACME_TLS_ALPN]).unwrap();
+        assert_eq!(leaf, served);
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        id.clear_challenge("relay.test");
+        assert!(handshake(cfg.clone(), "relay.test", &[ACME_TLS_ALPN]).is_err());
+
+        // The swap reaches the config built before it (and its clones).
+        let (cert, key) = self_signed("relay.test");
+        let (chain, key) = parse_pair(&cert, &key);
+        id.clone().install(chain.clone(), key, false).unwrap();
+        let (leaf, _) = handshake(cfg, "relay.test", &[b"http/1.1"]).unwrap();
+        assert_eq!(leaf, chain[0]);
+        assert!(!id.is_provisional());
+    }
+
+    #[test]
+    fn static_files_are_reloaded_when_they_change() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let (cert, key) = self_signed("relay.test");
+        std::fs::write(&cert_path, &cert).unwrap();
+        std::fs::write(&key_path, &key).unwrap();
+        let source = TlsSource::Files {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        };
+        let id = load_identity(&source, &state).unwrap();
+        assert!(
+            !reload_files(&cert_path, &key_path, &id).unwrap(),
+            "unchanged"
+        );
+
+        // Half-way through a renewal (new certificate, old key): keep serving the old one.
+        let (cert2, key2) = self_signed("relay.test");
+        std::fs::write(&cert_path, &cert2).unwrap();
+        assert!(reload_files(&cert_path, &key_path, &id).is_err());
+        assert_eq!(id.chain(), parse_pair(&cert, &key).0);
+        std::fs::write(&key_path, &key2).unwrap();
+        assert!(reload_files(&cert_path, &key_path, &id).unwrap());
+        assert_eq!(id.chain(), parse_pair(&cert2, &key2).0);
+    }
+
+    fn parse_pair(cert: &str, key: &str) -> ChainAndKey {
+        let chain = rustls_pemfile::certs(&mut cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_bytes())
+            .unwrap()
+            .unwrap();
+        (chain, key)
     }
 }

@@ -73,10 +73,27 @@ async fn metrics_parse_and_move_and_probes_answer() {
     let before = scrape(&relay).await;
 
     let client = relay.authed_client("metered");
+    let mut ids = Vec::new();
     for id in 1..=3 {
         let r = client.post(&url).json(&ping(id)).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
         r.bytes().await.unwrap();
+    }
+    // The request id the client sees is the one the audit log records.
+    let mut exported = String::new();
+    for _ in 0..50 {
+        exported = relay.cli(&["audit", "export"]).unwrap();
+        if ids.iter().all(|id| exported.contains(id.as_str())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        assert!(
+            exported.contains(&format!("\"{id}\"")),
+            "{id} not in the audit log:\n{exported}"
+        );
     }
     let anonymous = relay.client();
     let r = anonymous.post(&url).json(&ping(9)).send().await.unwrap();
@@ -299,7 +316,12 @@ async fn sighup_reloads_rate_limits_keeps_tunnels_and_survives_a_broken_file() {
     let config = dir.path().join("relay.toml");
     std::fs::write(&config, "[rate_limits]\nper_identity = 1000\n").unwrap();
     let mut relay = Relay::start(RelayOptions {
-        args: vec!["--config".into(), config.display().to_string()],
+        args: vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ],
         ..Default::default()
     })
     .unwrap();
@@ -335,6 +357,24 @@ async fn sighup_reloads_rate_limits_keeps_tunnels_and_survives_a_broken_file() {
         );
     }
     assert_eq!(statuses, [200, 200, 429, 429], "the new limit is in force");
+    // JSON log lines: the refusal's request id is the audit record's.
+    let line = relay
+        .wait_for_line("\"denied: ", Duration::from_secs(5))
+        .unwrap();
+    let logged: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let rid = logged["fields"]["request_id"].as_str().unwrap().to_owned();
+    let mut exported = String::new();
+    for _ in 0..50 {
+        exported = relay.cli(&["audit", "export"]).unwrap();
+        if exported.contains(&rid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        exported.contains(&format!("\"{rid}\"")),
+        "{rid} not in the audit log"
+    );
 
     // A broken file changes nothing and the relay keeps serving.
     std::fs::write(&config, "[rate_limits]\nper_identity = 2\nbogus = true\n").unwrap();

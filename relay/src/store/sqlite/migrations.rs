@@ -4,10 +4,24 @@
 //! own `IMMEDIATE` transaction that re-reads the version first, so a relay and
 //! an admin command opening an old file at the same moment cannot both apply
 //! it. Never edit a released migration; append a new one.
+//!
+//! Before a file that already holds a schema is upgraded, a consistent copy of
+//! it is taken with SQLite's online backup API into `backups/` beside it
+//! (`relay.db.v3-1700000000.bak`, 0600, the newest [`KEEP_BACKUPS`] kept): a
+//! migration is the one write an operator cannot undo with a newer binary, and
+//! a downgrade after a bad upgrade needs the old file. No backup, no upgrade.
+
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::StoreError;
+
+/// How many pre-migration copies of each database `backups/` keeps (5).
+pub(super) const KEEP_BACKUPS: usize = 5;
+
+/// The directory, beside the database, that holds pre-migration copies.
+pub(super) const BACKUP_DIR: &str = "backups";
 
 /// The schema, one step per element. Tables are STRICT so a value of the wrong
 /// type is refused at write time instead of surfacing later as a corrupt row.
@@ -174,12 +188,32 @@ pub(super) fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// Brings the database to [`latest`], or refuses a newer one.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Brings the database at `path` (open as `conn`) to [`latest`], or refuses a
+/// newer one. A file with an older, non-empty schema is first copied to
+/// `backups/` beside it; if that copy fails nothing is changed.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // Refuse a newer file before writing anything to it.
     let found =
         current_version(conn).map_err(|source| StoreError::Migration { version: 0, source })?;
     check_not_newer(found)?;
+    if found > 0 && found < latest() {
+        let copy = backup_before_upgrade(conn, path, found).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "it has schema v{found} and needs an upgrade to v{latest}, but the copy taken \
+                 first failed ({e}); nothing was changed. Free disk space or fix the permissions \
+                 of {dir}, then start again",
+                latest = latest(),
+                dir = backup_dir(path).display(),
+            )),
+        })?;
+        tracing::info!(
+            backup = %copy.display(),
+            from = found,
+            to = latest(),
+            "backed up the relay database before upgrading its schema"
+        );
+    }
     for version in (found + 1)..=latest() {
         apply(conn, version).map_err(|source| StoreError::Migration { version, source })??;
     }
@@ -217,7 +251,7 @@ fn apply(conn: &mut Connection, version: i64) -> rusqlite::Result<Result<(), Sto
 }
 
 /// The highest applied migration; 0 for a new file.
-fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
     let has_table: Option<i64> = conn
         .query_row(
             "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'",
@@ -243,4 +277,210 @@ fn check_not_newer(found: i64) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Where pre-migration copies of the database at `path` go.
+fn backup_dir(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(Path::new(".")).join(BACKUP_DIR)
+}
+
+/// Copies the database (schema `version`) into [`BACKUP_DIR`] with the online
+/// backup API, then drops all but the newest [`KEEP_BACKUPS`] copies of it.
+fn backup_before_upgrade(
+    conn: &Connection,
+    path: &Path,
+    version: i64,
+) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    let dir = backup_dir(path);
+    create_private_dir(&dir)?;
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(crate::store::DB_FILE);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Two upgrades within a second (a test, a crash loop) get distinct names.
+    let mut copy = dir.join(format!("{stem}.v{version}-{now}.bak"));
+    let mut n = 1;
+    while copy.exists() {
+        copy = dir.join(format!("{stem}.v{version}-{now}-{n}.bak"));
+        n += 1;
+    }
+    crate::backup::copy_database(conn, &copy)?;
+    prune_backups(&dir, stem);
+    Ok(copy)
+}
+
+/// Removes all but the newest [`KEEP_BACKUPS`] pre-migration copies of `stem`.
+/// Best effort: a copy that cannot be removed costs disk space, not safety.
+fn prune_backups(dir: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{stem}.v");
+    let mut copies: Vec<((u64, u64), String)> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            // <stem>.v<version>-<unix time>[-<n>].bak
+            let rest = name.strip_prefix(&prefix)?.strip_suffix(".bak")?;
+            let mut parts = rest.split('-').skip(1);
+            let at: u64 = parts.next()?.parse().ok()?;
+            let n: u64 = parts.next().map_or(Some(0), |n| n.parse().ok())?;
+            Some(((at, n), name))
+        })
+        .collect();
+    if copies.len() <= KEEP_BACKUPS {
+        return;
+    }
+    copies.sort();
+    let excess = copies.len() - KEEP_BACKUPS;
+    for (_, name) in copies.into_iter().take(excess) {
+        let old = dir.join(&name);
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(
+                path = %old.display(),
+                error = %e,
+                "could not remove an old pre-migration backup"
+            );
+        }
+    }
+}
+
+/// Creates `dir` (mode 0700) unless it exists.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Applies migrations 1..=`version` only: an older relay's database.
+#[cfg(test)]
+pub(super) fn migrate_to(conn: &mut Connection, version: i64) {
+    for v in 1..=version {
+        apply(conn, v)
+            .expect("migration applies")
+            .expect("not newer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SqliteStore, Store};
+
+    fn old_db(dir: &Path) -> PathBuf {
+        let path = dir.join(crate::store::DB_FILE);
+        SqliteStore::create_at_version(&path, latest() - 1);
+        path
+    }
+
+    fn copies(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(BACKUP_DIR))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn emails(store: &SqliteStore) -> Vec<String> {
+        store
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.email.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn backup_first_then_an_older_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_db(dir.path());
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(SqliteStore::file_schema_version(&path).unwrap(), latest());
+        assert_eq!(emails(&store), ["alice@example.com", "bob@example.com"]);
+
+        let copies = copies(dir.path());
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let name = copies[0].file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("relay.db.v{}-", latest() - 1)) && name.ends_with(".bak"),
+            "{name}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&copies[0]), 0o600);
+            assert_eq!(mode(&dir.path().join(BACKUP_DIR)), 0o700);
+        }
+        // The copy is the old file: old version, same rows, no newer table.
+        let conn = Connection::open(&copies[0]).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), latest() - 1);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+
+        // Opening the upgraded file again copies nothing more.
+        drop(store);
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(self::copies(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn no_backup_no_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_db(dir.path());
+        // `backups` cannot be made: it is a file.
+        std::fs::write(dir.path().join(BACKUP_DIR), "in the way").unwrap();
+
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("nothing was changed") && err.contains(BACKUP_DIR),
+            "{err}"
+        );
+        assert_eq!(
+            SqliteStore::file_schema_version(&path).unwrap(),
+            latest() - 1
+        );
+    }
+
+    #[test]
+    fn a_new_database_needs_no_backup_and_old_backups_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        SqliteStore::open(&dir.path().join("relay.db")).unwrap();
+        assert!(!dir.path().join(BACKUP_DIR).exists());
+
+        let backups = dir.path().join(BACKUP_DIR);
+        std::fs::create_dir(&backups).unwrap();
+        for at in 1..=7 {
+            std::fs::write(backups.join(format!("relay.db.v1-{at}.bak")), "old").unwrap();
+        }
+        std::fs::write(backups.join("keep-me.txt"), "not ours").unwrap();
+        prune_backups(&backups, "relay.db");
+        let mut left: Vec<String> = std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "keep-me.txt",
+                "relay.db.v1-3.bak",
+                "relay.db.v1-4.bak",
+                "relay.db.v1-5.bak",
+                "relay.db.v1-6.bak",
+                "relay.db.v1-7.bak"
+            ]
+        );
+    }
 }

@@ -63,7 +63,7 @@ impl SqliteStore {
         )
         .map_err(sql("opening the database"))?;
         configure(&conn)?;
-        migrations::migrate(&mut conn)?;
+        migrations::migrate(&mut conn, path)?;
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -79,6 +79,37 @@ impl SqliteStore {
     /// The newest schema version this build knows.
     pub fn schema_version() -> i64 {
         migrations::latest()
+    }
+
+    /// The schema version of the database file at `path` (0 for an empty
+    /// one), read without changing the file: for checking a copy (a backup
+    /// being made or restored) before anything opens it as the store.
+    pub fn file_schema_version(path: &Path) -> Result<i64, StoreError> {
+        let doing = "reading the schema version";
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(doing))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(doing))?;
+        migrations::current_version(&conn).map_err(sql(doing))
+    }
+
+    /// A database at schema `version` (older than the latest) with users
+    /// alice and bob, as an older relay left it, for upgrade and restore tests.
+    #[cfg(test)]
+    pub(crate) fn create_at_version(path: &Path, version: i64) {
+        let mut conn = Connection::open(path).expect("a new database");
+        configure(&conn).expect("configured");
+        migrations::migrate_to(&mut conn, version);
+        for email in ["alice@example.com", "bob@example.com"] {
+            conn.execute(
+                "INSERT INTO users (email, display_name, groups_json, created_at)
+                 VALUES (?1, '', '[]', 1700000000)",
+                [email],
+            )
+            .expect("a user row");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
