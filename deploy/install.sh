@@ -67,6 +67,7 @@ acme_email=""
 tls_cert=""
 tls_key=""
 https_port="443"
+https_port_given=0
 metrics="127.0.0.1:9464"
 yes=0
 root=""
@@ -85,7 +86,7 @@ while [ $# -gt 0 ]; do
     --acme-email) need_value "$@"; acme_email="$2"; shift 2 ;;
     --tls-cert) need_value "$@"; tls_cert="$2"; shift 2 ;;
     --tls-key) need_value "$@"; tls_key="$2"; shift 2 ;;
-    --https-port) need_value "$@"; https_port="$2"; shift 2 ;;
+    --https-port) need_value "$@"; https_port="$2"; https_port_given=1; shift 2 ;;
     --metrics) need_value "$@"; metrics="$2"; shift 2 ;;
     -y | --yes | --non-interactive) yes=1; shift ;;
     --root) need_value "$@"; root="${2%/}"; shift 2 ;;
@@ -152,6 +153,20 @@ if command -v sudo >/dev/null 2>&1; then
   as_relay="sudo -u mcp-relay mcp-relay"
 else
   as_relay="runuser -u mcp-relay -- mcp-relay"
+fi
+
+# A re-run keeps the port of the installed configuration (the socket unit is
+# rewritten every time and must match relay.toml's https address).
+if [ -f "$conf_file" ]; then
+  installed_port=$(sed -n 's/^[[:space:]]*https[[:space:]]*=[[:space:]]*"[^"]*:\([0-9][0-9]*\)".*/\1/p' "$conf_file" | head -n1)
+  if [ -n "$installed_port" ]; then
+    if [ "$https_port_given" = 0 ]; then
+      https_port="$installed_port"
+    elif [ "$https_port" != "$installed_port" ]; then
+      die "--https-port $https_port differs from https = ...:$installed_port in $real_conf" \
+        "edit https and quic in $real_conf to the new port first (it is never overwritten), then run this again"
+    fi
+  fi
 fi
 
 for f in mcp-relay.service mcp-relay.socket sysctl.conf; do

@@ -20,6 +20,10 @@
 //! (staging → production) never reuses the other CA's account or certificate:
 //! `account.json` (the account key) and `certificate.pem` (chain, then key),
 //! both mode 0600 and written atomically.
+//!
+//! With `subdomains = true` each claimed tunnel name also gets its own
+//! certificate for `NAME.<public host>`, ordered on demand by the same
+//! account and kept in `names/NAME.pem` beside the main one ([`names`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,8 @@ use url::Url;
 
 use crate::state_dir::write_private;
 use crate::tls::Identity;
+
+pub mod names;
 
 /// Let's Encrypt's production directory, the default `directory_url`.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -70,6 +76,10 @@ const RATE_LIMIT_DEFAULT_WAIT: Duration = Duration::from_secs(3600);
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Life of the temporary self-signed certificate served before the first issuance.
 pub(crate) const PROVISIONAL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default of `name_orders_per_hour`: per-name orders (first certificates and
+/// renewals) in any hour. Let's Encrypt allows 300 new orders per 3 hours
+/// per account, so the default leaves room for the relay's own certificate.
+pub const DEFAULT_NAME_ORDERS_PER_HOUR: u32 = 50;
 
 /// `[acme]` in relay.toml: get and renew the relay's certificate from an ACME CA.
 ///
@@ -103,6 +113,12 @@ pub struct AcmeConfig {
     /// You agree to the CA's terms of service (Let's Encrypt:
     /// <https://letsencrypt.org/repository/>). Must be `true`.
     pub accept_terms: Option<bool>,
+    /// With `subdomains = true`: at most this many certificate orders for
+    /// tunnel names (`NAME.<public host>`, first certificates and renewals
+    /// together) in any hour (default 50). Only claimed names are ever
+    /// ordered; `0` turns per-name certificates off (then subdomains need
+    /// a wildcard certificate).
+    pub name_orders_per_hour: Option<u32>,
 }
 
 /// `[acme]`, checked, with defaults applied.
@@ -120,6 +136,8 @@ pub struct AcmeSettings {
     pub renew_before: Option<Duration>,
     /// Where this directory's account and certificate are kept.
     pub dir: PathBuf,
+    /// Orders for tunnel names allowed per hour; 0: none.
+    pub name_orders_per_hour: u32,
 }
 
 impl AcmeConfig {
@@ -200,6 +218,9 @@ impl AcmeConfig {
             ca_file: self.ca_file,
             renew_before,
             dir,
+            name_orders_per_hour: self
+                .name_orders_per_hour
+                .unwrap_or(DEFAULT_NAME_ORDERS_PER_HOUR),
         })
     }
 }
@@ -213,6 +234,11 @@ impl AcmeSettings {
     /// The stored certificate chain and its key, in one file so they change together.
     pub fn certificate_file(&self) -> PathBuf {
         self.dir.join("certificate.pem")
+    }
+
+    /// Where the certificates of tunnel names are kept.
+    pub fn names_dir(&self) -> PathBuf {
+        self.dir.join("names")
     }
 }
 
@@ -294,8 +320,16 @@ impl AcmeError {
 pub(crate) fn load_stored(
     settings: &AcmeSettings,
 ) -> anyhow::Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
-    let path = settings.certificate_file();
-    let pem = match std::fs::read(&path) {
+    load_certificate(&settings.certificate_file(), &settings.domains)
+}
+
+/// The certificate stored at `path`, if it parses, matches its key, covers
+/// every one of `domains` and has not expired.
+fn load_certificate(
+    path: &Path,
+    domains: &[String],
+) -> anyhow::Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
+    let pem = match std::fs::read(path) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -306,7 +340,7 @@ pub(crate) fn load_stored(
         return Ok(None);
     };
     let names = crate::tls::leaf_dns_names(leaf);
-    if let Some(missing) = settings.domains.iter().find(|d| !names.contains(d)) {
+    if let Some(missing) = domains.iter().find(|d| !names.contains(d)) {
         tracing::info!(path = %path.display(), name = %missing, "the stored ACME certificate does not cover this name; ordering a new one");
         return Ok(None);
     }
@@ -323,10 +357,13 @@ pub fn renew_at(
     renew_before: Option<Duration>,
 ) -> SystemTime {
     let lifetime = not_after.duration_since(not_before).unwrap_or_default();
-    let margin = renew_before.unwrap_or(lifetime / 3);
-    if margin >= lifetime {
-        return not_before;
-    }
+    // A renew_before as long as the lifetime (e.g. "60d" once a CA issues
+    // 45-day certificates) would make a fresh certificate due at once and
+    // renew in a loop, burning the CA's rate limit: a certificate is always
+    // served for at least a tenth of its lifetime.
+    let margin = renew_before
+        .unwrap_or(lifetime / 3)
+        .min(lifetime.mul_f64(0.9));
     not_after.checked_sub(margin).unwrap_or(not_before)
 }
 
@@ -421,7 +458,9 @@ fn backoff(failures: u32) -> Duration {
     RETRY_FIRST.saturating_mul(1u32 << exp).min(RETRY_MAX)
 }
 
-/// An ACME account at the configured directory.
+/// An ACME account at the configured directory. Clones share the account
+/// (orders for several names run at once).
+#[derive(Clone)]
 struct AcmeClient {
     account: Account,
     retry_after: Arc<Mutex<Option<SystemTime>>>,
@@ -468,17 +507,35 @@ impl AcmeClient {
         })
     }
 
-    /// Runs one order to completion and installs the certificate.
+    /// Runs one order for the relay's own names to completion and installs
+    /// and stores the certificate.
     async fn issue(
         &mut self,
         settings: &AcmeSettings,
         identity: &Identity,
     ) -> Result<(), AcmeError> {
-        let identifiers: Vec<Identifier> = settings
-            .domains
-            .iter()
-            .map(|d| Identifier::Dns(d.clone()))
-            .collect();
+        let issued = self.order(settings, &settings.domains, identity).await?;
+        // Install first (checks key and chain), then persist.
+        identity
+            .install(issued.chain, issued.key, false)
+            .context("installing the issued certificate")
+            .map_err(AcmeError::Local)?;
+        ensure_private_dir(&settings.dir).map_err(AcmeError::Local)?;
+        write_private(&settings.certificate_file(), issued.pem.as_bytes())
+            .map_err(AcmeError::Local)?;
+        Ok(())
+    }
+
+    /// Runs one order for `domains` to completion (challenges answered
+    /// through `identity`): the new chain and its key.
+    async fn order(
+        &mut self,
+        settings: &AcmeSettings,
+        domains: &[String],
+        identity: &Identity,
+    ) -> Result<Issued, AcmeError> {
+        let identifiers: Vec<Identifier> =
+            domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let new_order = NewOrder::new(&identifiers);
         let mut order = match self.account.new_order(&new_order).await {
             Ok(o) => o,
@@ -595,7 +652,7 @@ impl AcmeClient {
         let key = rcgen::KeyPair::generate()
             .context("generating the certificate key")
             .map_err(AcmeError::Local)?;
-        let mut params = rcgen::CertificateParams::new(settings.domains.clone())
+        let mut params = rcgen::CertificateParams::new(domains.to_vec())
             .context("building the CSR")
             .map_err(AcmeError::Local)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -620,18 +677,11 @@ impl AcmeClient {
                 e => self.classify(e, "downloading the certificate", settings),
             })?;
 
-        let stored = format!("{}\n{}", chain_pem.trim_end(), key.serialize_pem());
-        let (chain, key_der) = parse_chain_and_key(stored.as_bytes())
+        let pem = format!("{}\n{}", chain_pem.trim_end(), key.serialize_pem());
+        let (chain, key) = parse_chain_and_key(pem.as_bytes())
             .context("the CA's certificate chain")
             .map_err(AcmeError::Local)?;
-        // Install first (checks key and chain), then persist.
-        identity
-            .install(chain, key_der, false)
-            .context("installing the issued certificate")
-            .map_err(AcmeError::Local)?;
-        ensure_private_dir(&settings.dir).map_err(AcmeError::Local)?;
-        write_private(&settings.certificate_file(), stored.as_bytes()).map_err(AcmeError::Local)?;
-        Ok(())
+        Ok(Issued { pem, chain, key })
     }
 
     fn classify(
@@ -642,6 +692,13 @@ impl AcmeClient {
     ) -> AcmeError {
         classify(e, what, settings, &self.retry_after)
     }
+}
+
+/// A certificate just issued: what is stored (chain, then key) and its parts.
+struct Issued {
+    pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 }
 
 /// Creates an account at the directory and stores its credentials.
@@ -785,6 +842,9 @@ pub(crate) fn challenge_certificate(
         signing,
     )))
 }
+
+/// A certificate chain (leaf first) and its private key.
+pub(crate) type ChainAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// Chain (leaf first) and private key from one PEM blob.
 fn parse_chain_and_key(
@@ -959,11 +1019,19 @@ impl instant_acme::HttpClient for AcmeHttp {
 /// `Retry-After`: delay-seconds or an HTTP date.
 fn parse_retry_after(v: &str) -> Option<SystemTime> {
     let v = v.trim();
-    match v.parse::<u64>() {
-        Ok(secs) => SystemTime::now().checked_add(Duration::from_secs(secs)),
+    let at = match v.parse::<u64>() {
+        Ok(secs) => {
+            SystemTime::now().checked_add(Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs())))
+        }
         Err(_) => httpdate_parse(v),
-    }
+    }?;
+    // An absurd value (years ahead) would park renewal past the
+    // certificate's expiry; a day is the longest a CA's hint is followed.
+    Some(at.min(SystemTime::now() + MAX_RETRY_AFTER))
 }
+
+/// The longest `Retry-After` followed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the date form CAs send.
 fn httpdate_parse(v: &str) -> Option<SystemTime> {
@@ -1091,8 +1159,12 @@ mod tests {
             renew_at(nb, na, Some(Duration::from_secs(7 * 86400))),
             na - Duration::from_secs(7 * 86400)
         );
-        // A margin longer than the lifetime means "now" (not before issuance).
-        assert_eq!(renew_at(nb, na, Some(Duration::from_secs(365 * 86400))), nb);
+        // A margin as long as the lifetime would renew in a loop: a tenth
+        // of the lifetime is always served.
+        assert_eq!(
+            renew_at(nb, na, Some(Duration::from_secs(365 * 86400))),
+            nb + Duration::from_secs(9 * 86400)
+        );
     }
 
     #[test]

@@ -162,8 +162,12 @@ pub fn restore(file: &Path, state: &Path, force: bool) -> anyhow::Result<()> {
 /// copy is one committed state even while other connections write. The copy
 /// is left in rollback-journal mode (a single self-contained file) and
 /// passes `PRAGMA quick_check`.
+///
+/// `dest` must not exist (it is created exclusively, so two processes
+/// picking the same name cannot overwrite each other's copy); an
+/// [`std::io::ErrorKind::AlreadyExists`] error leaves it alone.
 pub(crate) fn copy_database(src: &Connection, dest: &Path) -> anyhow::Result<()> {
-    create_private_file(dest)?;
+    create_new_private_file(dest)?;
     let copy = || -> anyhow::Result<()> {
         let mut out = Connection::open_with_flags(
             dest,
@@ -330,6 +334,28 @@ fn restore_into(file: &Path, state: &Path, force: bool) -> anyhow::Result<Restor
     let staging = Staging::create(parent.join(format!(".{name}.restore-{}", std::process::id())))?;
     let manifest = unpack(archive, file, &staging.path)?;
 
+    // A serving relay holds a shared lock on <state>/relay.lock (two may, for
+    // a moment, during `serve --replace`); restore takes it exclusively for
+    // the whole swap, so no relay starts on a half-restored directory.
+    let _lock = if target.is_dir() {
+        Some(crate::state_dir::lock_exclusive(&target).with_context(|| {
+            format!(
+                "a relay is serving from {}: stop it first (under systemd: `systemctl stop mcp-relay.socket mcp-relay.service`, or the socket starts it again), then restore",
+                target.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    // Open it once as the relay would, before anything is swapped: a backup
+    // from an older relay is upgraded now (with its own pre-migration copy
+    // under backups/), and one that does not open changes nothing.
+    SqliteStore::open(&staging.path.join(DB_FILE)).with_context(|| {
+        format!(
+            "the database in {} does not open; the backup may come from an incompatible relay. Nothing was changed",
+            file.display()
+        )
+    })?;
     if holds_state(&target)? {
         for db in [DB_FILE, "audit.db"] {
             let path = target.join(db);
@@ -367,6 +393,7 @@ fn restore_into(file: &Path, state: &Path, force: bool) -> anyhow::Result<Restor
     } else {
         // Absent, or an empty directory (which a rename cannot replace).
         if target.is_dir() {
+            let _ = std::fs::remove_file(target.join(crate::state_dir::LOCK_FILE));
             std::fs::remove_dir(&target)
                 .with_context(|| format!("replacing the empty directory {}", target.display()))?;
         }
@@ -381,15 +408,6 @@ fn restore_into(file: &Path, state: &Path, force: bool) -> anyhow::Result<Restor
     }
     staging.disarm();
     sync_dir(&parent);
-
-    // Open it once as the relay would: a backup from an older relay is
-    // upgraded now (with its own pre-migration copy under backups/).
-    SqliteStore::open(&target.join(DB_FILE)).with_context(|| {
-        format!(
-            "the restored {} does not open; the backup may come from an incompatible relay",
-            target.join(DB_FILE).display()
-        )
-    })?;
     Ok(Restored {
         manifest,
         state: target,
@@ -735,7 +753,10 @@ fn is_safe_relative(rel: &str) -> bool {
 /// Whether `dir` exists and holds anything.
 fn holds_state(dir: &Path) -> anyhow::Result<bool> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => Ok(entries.next().is_some()),
+        // The lock file alone is no state (restore itself creates it).
+        Ok(entries) => Ok(entries
+            .flatten()
+            .any(|e| e.file_name() != std::ffi::OsStr::new(crate::state_dir::LOCK_FILE))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             bail!("{} is a file, not a state directory", dir.display())
@@ -832,6 +853,19 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Creates `path` with mode 0600; fails if it exists.
+fn create_new_private_file(path: &Path) -> anyhow::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 /// Creates (or truncates) `path` with mode 0600.
@@ -1267,6 +1301,18 @@ mod tests {
         assert!(err.contains("audit.db is open"), "{err}");
         audit.close().unwrap();
         drop(audit);
+        // A serving relay's shared lock (two may hold it) blocks restore; a
+        // relay cannot start while restore holds it.
+        let serving = crate::state_dir::StateDir::open(&target).unwrap();
+        let lock = serving.lock_shared().unwrap();
+        let second = serving.lock_shared().expect("a --replace relay shares it");
+        let err = restore_err(&file, &target, true);
+        assert!(err.contains("a relay is serving from"), "{err}");
+        drop((lock, second));
+        let held = crate::state_dir::lock_exclusive(&target).unwrap();
+        let refused = serving.lock_shared().unwrap_err().to_string();
+        assert!(refused.contains("is being restored"), "{refused}");
+        drop(held);
 
         restore(&file, &target, true).unwrap();
         assert!(!users(&target).contains(&"carol@example.com".to_owned()));

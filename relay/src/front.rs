@@ -16,7 +16,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mcp_tunnel_proto::{ALPN, SUPPORTED_VERSIONS};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -199,7 +198,7 @@ async fn not_found() -> Response {
 /// `shutdown`, then lets in-flight requests finish for up to `drain`.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::tls::HttpsAcceptor>,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
@@ -246,17 +245,16 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
+                    // Bounded: the ClientHello and the rest of the handshake
+                    // each within TLS_HANDSHAKE_TIMEOUT, and between them at
+                    // most NAME_WAIT for a tunnel name's first certificate.
+                    let stream = match acceptor.accept(tcp, TLS_HANDSHAKE_TIMEOUT).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
                     // A TLS-ALPN-01 validation (RFC 8737) only needs the
                     // handshake; it never speaks HTTP.
                     if stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {

@@ -68,11 +68,24 @@ pub struct Endpoints {
     pub metrics: Option<SocketAddr>,
     /// Public base URL.
     pub public_url: String,
+    /// The relay's process id.
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// Runs the relay until `shutdown` resolves, then drains in-flight requests.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let state = StateDir::open(&config.state_dir)?;
+    let _lock = state.lock_shared()?;
+    // The relay this one replaces (`--replace`): it gets SIGTERM once our
+    // TCP listeners are up.
+    let replacing = match config.replace {
+        Some(_) => std::fs::read(state.path("endpoints.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Endpoints>(&b).ok())
+            .and_then(|e| e.pid),
+        None => None,
+    };
     let identity = tls::load_identity(&config.tls, &state)?;
 
     let reset_key = state.reset_key()?;
@@ -110,6 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: config.metrics,
         quic: config.quic,
         replace: config.replace,
+        replacing,
     };
     // `--replace` may wait for the old relay to release the QUIC port.
     let sockets = tokio::task::spawn_blocking(move || sockets::open(&wanted))
@@ -187,6 +201,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         http: http_addr,
         metrics: metrics_addr,
         public_url,
+        pid: Some(std::process::id()),
     };
     state_dir::write_private(
         &state.path("endpoints.json"),
@@ -213,7 +228,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let tls_acceptor = tokio_rustls::TlsAcceptor::from(tls::https_server_config(&identity)?);
     front_tasks.spawn(front::serve(
         https_listener,
-        Some(tls_acceptor),
+        Some(tls::HttpsAcceptor::new(tls_acceptor, identity.clone())),
         router.clone(),
         http_stop.clone(),
         drain,
@@ -242,6 +257,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.tls.clone(),
         identity.clone(),
         state.clone(),
+        // Per-name certificates only for claimed names. Weak: the identity
+        // (held by the app) must not keep the app alive.
+        app.auth.subdomain_parent().map(|parent| {
+            let app = Arc::downgrade(&app);
+            acme::names::Subdomains::new(
+                parent,
+                Arc::new(move |name: &str| {
+                    app.upgrade()
+                        .is_some_and(|app| app.registry.claim_owner(name).is_some())
+                }),
+            )
+        }),
         cancel.clone(),
     ));
     tasks.spawn(revocation::watch(app.clone(), cancel.clone()));

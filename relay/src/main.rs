@@ -120,10 +120,10 @@ struct ServeArgs {
     /// Prometheus metrics (and /healthz, /readyz) listen address, e.g. 127.0.0.1:9464. Off by default.
     #[arg(long, env = "MCP_RELAY_METRICS")]
     metrics: Option<SocketAddr>,
-    /// Start beside a running relay on the same ports (upgrade without dropping
-    /// clients): share its TCP ports and take the QUIC port when it exits; send
-    /// the old relay SIGTERM once this one logs that it is waiting. Not needed
-    /// under systemd socket activation.
+    /// Replace a running relay on the same ports and state without dropping
+    /// clients: share its TCP ports, send it SIGTERM (its pid is in the state
+    /// dir's endpoints.json), and take the QUIC port when it has drained and
+    /// exited. Run it as the same user. Not needed under systemd socket activation.
     #[arg(long, env = "MCP_RELAY_REPLACE")]
     replace: bool,
     /// State directory [default: the per-user data dir].

@@ -42,6 +42,9 @@ pub struct Wanted {
     pub quic: SocketAddr,
     /// Wait up to this long for another relay to release the QUIC port.
     pub replace: Option<Duration>,
+    /// The process id of the relay being replaced (from its endpoints.json):
+    /// it gets SIGTERM once the TCP listeners are up.
+    pub replacing: Option<u32>,
 }
 
 /// The bound sockets.
@@ -69,7 +72,12 @@ pub fn open(w: &Wanted) -> anyhow::Result<Sockets> {
     let http = w.http.map(|a| bind_tcp(a, "http")).transpose()?;
     let metrics = w.metrics.map(|a| bind_tcp(a, "metrics")).transpose()?;
     let quic = match w.replace {
-        Some(wait) => bind_udp_replacing(w.quic, wait)?,
+        Some(wait) => {
+            if let Some(pid) = w.replacing {
+                ask_to_hand_over(pid);
+            }
+            bind_udp_replacing(w.quic, wait)?
+        }
         None => bind_udp(w.quic)?,
     };
     grow_recv_buffer(&quic);
@@ -195,6 +203,32 @@ fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     })
 }
 
+/// Sends SIGTERM to the relay being replaced, if `pid` still is one (a
+/// stale endpoints.json may name a process id reused by something else).
+fn ask_to_hand_over(pid: u32) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "mcp-relay" {
+        tracing::info!(
+            pid,
+            "the relay named in endpoints.json is not running; not signalling it"
+        );
+        return;
+    }
+    tracing::info!(pid, "asking the running relay to hand over (SIGTERM)");
+    match std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            tracing::warn!(pid, status = %s, "could not signal the running relay; send it SIGTERM yourself")
+        }
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "could not run kill; send the running relay SIGTERM yourself")
+        }
+    }
+}
+
 /// Binds the QUIC port as soon as the relay holding it lets go.
 fn bind_udp_replacing(addr: SocketAddr, wait: Duration) -> anyhow::Result<UdpSocket> {
     let start = Instant::now();
@@ -212,7 +246,7 @@ fn bind_udp_replacing(addr: SocketAddr, wait: Duration) -> anyhow::Result<UdpSoc
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < wait => {
                 if !said {
-                    tracing::info!(%addr, "waiting for the QUIC port: send the running relay SIGTERM to hand over");
+                    tracing::info!(%addr, "waiting for the QUIC port: the running relay releases it once it has drained (send it SIGTERM if it was not signalled)");
                     said = true;
                 }
                 std::thread::sleep(REPLACE_POLL);

@@ -8,12 +8,51 @@
 //!   tunnels.json.imported claims of an older relay, moved into relay.db
 //!   endpoints.json        the addresses this relay bound (written at start, for tools and tests)
 //!   dev-ca.pem, dev-ca.key, dev-cert.pem, dev-key.pem   (--dev only)
+//!   relay.db              users, clients, tokens, grants, tunnel claims (SQLite, versioned schema)
+//!   audit.db, audit.*     the tamper-evident audit log and its key/checkpoints
+//!   backups/              copies of relay.db taken before a schema migration (the last 5)
+//!   acme/<dir host>-<hash>/account.json, certificate.pem   ACME account key; chain + key (0600)
 //! ```
+//!
+//! Two relays may use one state dir at once for a moment: `serve --replace`
+//! starts the new one while the old one drains. Nothing here may assume a
+//! single process (SQLite handles the concurrent writers).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+/// The lock file serving relays share and `restore` takes alone.
+pub const LOCK_FILE: &str = "relay.lock";
+
+fn open_lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).write(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Takes `<dir>/relay.lock` exclusively (restore): fails at once if a relay
+/// holds it. Released when the file is dropped.
+pub fn lock_exclusive(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let f = open_lock(dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("{} is locked", dir.join(LOCK_FILE).display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", dir.join(LOCK_FILE).display()))
+        }
+    }
+}
 
 /// An opened (created if needed) state directory.
 #[derive(Debug, Clone)]
@@ -22,6 +61,23 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// Holds `relay.lock` shared for as long as the file lives (`serve`):
+    /// several relays may (`serve --replace`), a restore may not meanwhile.
+    pub fn lock_shared(&self) -> anyhow::Result<std::fs::File> {
+        let f = open_lock(&self.root)?;
+        match f.try_lock_shared() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is being restored (`mcp-relay restore` holds {}); start the relay when it is done",
+                self.root.display(),
+                LOCK_FILE
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", self.root.join(LOCK_FILE).display()))
+            }
+        }
+    }
+
     /// Opens `root`, creating it (mode 0700) if it does not exist.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root)

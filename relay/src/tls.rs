@@ -8,10 +8,17 @@
 //! take their certificate from one swappable slot in [`Identity`]: a renewed
 //! or reloaded certificate is used by the next handshake on either, and
 //! established connections are untouched.
+//!
+//! With ACME and subdomain routing the HTTPS front also serves one
+//! certificate per claimed tunnel name (`NAME.<public host>`, see
+//! [`crate::acme::names`]): [`HttpsAcceptor`] reads the ClientHello first
+//! and, for a claimed name without a certificate yet, waits (bounded) for
+//! its first one before finishing the handshake. QUIC only ever serves the
+//! main certificate: agents dial the relay's own host name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -23,9 +30,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration as TimeDuration, OffsetDateTime};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::acme::ACME_TLS_ALPN;
+use crate::acme::names::{NameOrders, Subdomains};
 use crate::state_dir::{StateDir, write_private};
 
 /// How often certificate files are checked for changes (certbot renewals).
@@ -60,6 +69,11 @@ struct Slot {
     current: RwLock<Arc<Served>>,
     /// TLS-ALPN-01 challenge certificates by (lowercase) name.
     challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// Certificates of tunnel names by (lowercase) host name, served on
+    /// HTTPS to clients asking for that name.
+    names: RwLock<HashMap<String, Arc<Served>>>,
+    /// Orders certificates for tunnel names (ACME with subdomains only).
+    on_demand: OnceLock<Arc<NameOrders>>,
     /// ACME identities negotiate `acme-tls/1` on the HTTPS port.
     answers_acme: bool,
 }
@@ -70,6 +84,8 @@ struct Served {
     key: Arc<CertifiedKey>,
     validity: Option<(SystemTime, SystemTime)>,
     serial: String,
+    /// The leaf's DNS names (lowercase).
+    dns_names: Vec<String>,
     /// The temporary self-signed certificate served until ACME delivers.
     provisional: bool,
 }
@@ -87,43 +103,75 @@ pub fn load_identity(source: &TlsSource, state: &StateDir) -> anyhow::Result<Ide
             let (chain, key) = ensure_dev_identity(state)?;
             Identity::new(chain, key, false, false)
         }
-        TlsSource::Acme(settings) => match crate::acme::load_stored(settings) {
-            Ok(Some((chain, key))) => {
-                let id = Identity::new(chain, key, false, true)?;
-                tracing::info!(
-                    domains = ?settings.domains,
-                    serial = %id.serial(),
-                    not_after = %id.not_after().map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
-                    "ACME: serving the stored certificate"
-                );
-                Ok(id)
-            }
-            stored => {
-                if let Err(e) = stored {
-                    tracing::warn!(error = %format!("{e:#}"), "ACME: the stored certificate is unusable; a new one will be ordered");
+        TlsSource::Acme(settings) => {
+            // A stored certificate whose key does not match (an edited or
+            // damaged file) is as good as none: order a new one.
+            let stored = crate::acme::load_stored(settings).and_then(|s| match s {
+                Some((chain, key)) => Identity::new(chain, key, false, true).map(Some),
+                None => Ok(None),
+            });
+            let id = match stored {
+                Ok(Some(id)) => {
+                    tracing::info!(
+                        domains = ?settings.domains,
+                        serial = %id.serial(),
+                        not_after = %id.not_after().map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
+                        "ACME: serving the stored certificate"
+                    );
+                    id
                 }
-                let (chain, key) = provisional_certificate(&settings.domains)?;
-                tracing::info!(
-                    domains = ?settings.domains,
-                    "ACME: no certificate yet; serving a temporary self-signed one until the CA issues one"
-                );
-                Identity::new(chain, key, true, true)
+                stored => {
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %format!("{e:#}"), "ACME: the stored certificate is unusable; a new one will be ordered");
+                    }
+                    let (chain, key) = provisional_certificate(&settings.domains)?;
+                    tracing::info!(
+                        domains = ?settings.domains,
+                        "ACME: no certificate yet; serving a temporary self-signed one until the CA issues one"
+                    );
+                    Identity::new(chain, key, true, true)?
+                }
+            };
+            // Tunnel names' certificates, served from the first handshake
+            // on; `maintain` drops those of names no longer claimed.
+            for (host, (chain, key)) in crate::acme::names::load_stored(settings) {
+                if let Err(e) = id.install_name(&host, chain, key) {
+                    tracing::warn!(host = %host, error = %format!("{e:#}"), "ACME: a stored tunnel-name certificate does not load; a new one is ordered when asked for");
+                }
             }
-        },
+            Ok(id)
+        }
     }
 }
 
 /// Keeps the certificate fresh while the relay runs (ACME issuance and
 /// renewal, certificate files reloaded when they change); returns when
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. With ACME and `subdomains` (the relay's tunnel
+/// subdomains and which names are claimed) it also gets and renews a
+/// certificate per claimed tunnel name, on demand.
 pub async fn maintain(
     source: TlsSource,
     identity: Identity,
     _state: StateDir,
+    subdomains: Option<Subdomains>,
     shutdown: CancellationToken,
 ) {
     match source {
-        TlsSource::Acme(settings) => crate::acme::keep_fresh(settings, identity, shutdown).await,
+        TlsSource::Acme(settings) => match subdomains {
+            Some(subdomains) if settings.name_orders_per_hour > 0 => {
+                tokio::join!(
+                    crate::acme::keep_fresh(settings.clone(), identity.clone(), shutdown.clone()),
+                    crate::acme::names::keep_fresh(settings, identity, subdomains, shutdown),
+                );
+            }
+            _ => {
+                // No per-name certificates without subdomain routing.
+                for (host, _) in identity.names() {
+                    identity.remove_name(&host);
+                }
+                crate::acme::keep_fresh(settings, identity, shutdown).await
+            }
+        },
         TlsSource::Files { cert, key } => watch_files(&cert, &key, &identity, shutdown).await,
         TlsSource::Dev => shutdown.cancelled().await,
     }
@@ -141,6 +189,8 @@ impl Identity {
             slot: Arc::new(Slot {
                 current: RwLock::new(Arc::new(served)),
                 challenges: RwLock::new(HashMap::new()),
+                names: RwLock::new(HashMap::new()),
+                on_demand: OnceLock::new(),
                 answers_acme,
             }),
         })
@@ -215,6 +265,75 @@ impl Identity {
             .remove(&name.to_ascii_lowercase());
     }
 
+    /// True if the main certificate names `host` (lowercase).
+    pub(crate) fn main_covers(&self, host: &str) -> bool {
+        self.current().dns_names.iter().any(|n| n == host)
+    }
+
+    /// Serves `chain`/`key` to HTTPS clients asking for `host` (a tunnel
+    /// name's certificate). Fails if they do not parse or match.
+    pub(crate) fn install_name(
+        &self,
+        host: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> anyhow::Result<()> {
+        let served = Arc::new(Served::new(chain, key, false)?);
+        self.slot
+            .names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_ascii_lowercase(), served);
+        Ok(())
+    }
+
+    /// Stops serving `host`'s own certificate (its clients get the main one).
+    pub(crate) fn remove_name(&self, host: &str) -> bool {
+        self.slot
+            .names
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host)
+            .is_some()
+    }
+
+    /// The validity of the certificate served for `host`: `None` if it has
+    /// none of its own, `Some(None)` if its validity is unreadable.
+    pub(crate) fn name_validity(&self, host: &str) -> Option<Option<(SystemTime, SystemTime)>> {
+        self.slot
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .map(|s| s.validity)
+    }
+
+    /// Every host with its own certificate, with that certificate's validity.
+    pub(crate) fn names(&self) -> Vec<(String, Option<(SystemTime, SystemTime)>)> {
+        self.slot
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(h, s)| (h.clone(), s.validity))
+            .collect()
+    }
+
+    /// Lets HTTPS handshakes for tunnel names wait for `orders` (once).
+    pub(crate) fn set_name_orders(&self, orders: Arc<NameOrders>) {
+        if self.slot.on_demand.set(orders).is_err() {
+            tracing::warn!("per-name certificates were already set up; ignoring a second setup");
+        }
+    }
+
+    /// For a client asking for `host`: if it is a claimed tunnel name
+    /// without a certificate yet, orders one and waits for it (bounded).
+    async fn await_name(&self, host: &str) {
+        if let Some(orders) = self.slot.on_demand.get() {
+            orders.await_certificate(self, host).await;
+        }
+    }
+
     fn current(&self) -> Arc<Served> {
         self.slot.current()
     }
@@ -241,10 +360,12 @@ impl Served {
         let serial = x509_parser::parse_x509_certificate(leaf)
             .map(|(_, c)| c.raw_serial_as_string().replace(':', ""))
             .unwrap_or_default();
+        let dns_names = leaf_dns_names(leaf);
         Ok(Self {
             key: Arc::new(key),
             validity,
             serial,
+            dns_names,
             provisional,
         })
     }
@@ -252,7 +373,8 @@ impl Served {
 
 /// Picks the certificate for an HTTPS handshake: the challenge certificate
 /// for an ACME validation connection (ALPN exactly `acme-tls/1`, RFC 8737),
-/// the served one otherwise.
+/// the tunnel name's own certificate for a client asking for a name that
+/// has one, the served one otherwise.
 #[derive(Debug)]
 struct HttpsResolver(Arc<Slot>);
 
@@ -268,7 +390,70 @@ impl ResolvesServerCert for HttpsResolver {
                 .get(&name)
                 .cloned();
         }
+        if let Some(sni) = hello.server_name() {
+            let names = self.0.names.read().unwrap_or_else(|e| e.into_inner());
+            if !names.is_empty()
+                && let Some(served) = names.get(&sni.to_ascii_lowercase())
+            {
+                return Some(served.key.clone());
+            }
+        }
         Some(self.0.current().key.clone())
+    }
+}
+
+/// Accepts the HTTPS front's TLS connections. Reads the ClientHello first
+/// so that a client asking for a claimed tunnel name whose certificate is
+/// being ordered waits for it (up to [`crate::acme::names::NAME_WAIT`])
+/// instead of getting the main certificate, which does not cover its name.
+/// TLS-ALPN-01 validations never wait.
+#[derive(Debug, Clone)]
+pub struct HttpsAcceptor {
+    config: Arc<rustls::ServerConfig>,
+    identity: Identity,
+}
+
+impl HttpsAcceptor {
+    /// An acceptor for `identity`'s certificates with `acceptor`'s config
+    /// (from [`https_server_config`] for the same identity).
+    pub fn new(acceptor: tokio_rustls::TlsAcceptor, identity: Identity) -> Self {
+        Self {
+            config: acceptor.config().clone(),
+            identity,
+        }
+    }
+
+    /// Runs the server handshake on `io`. `handshake_timeout` bounds reading
+    /// the ClientHello and, separately, finishing the handshake; waiting for
+    /// a tunnel name's first certificate comes between them.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        handshake_timeout: Duration,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let timed_out =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out");
+        let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = tokio::time::timeout(handshake_timeout, lazy)
+            .await
+            .map_err(|_| timed_out())??;
+        let host = {
+            let hello = start.client_hello();
+            if is_acme_validation(&hello) {
+                None
+            } else {
+                hello.server_name().map(str::to_ascii_lowercase)
+            }
+        };
+        if let Some(host) = host {
+            self.identity.await_name(&host).await;
+        }
+        tokio::time::timeout(handshake_timeout, start.into_stream(self.config.clone()))
+            .await
+            .map_err(|_| timed_out())?
     }
 }
 
@@ -749,6 +934,58 @@ mod tests {
         let (leaf, _) = handshake(cfg, "relay.test", &[b"http/1.1"]).unwrap();
         assert_eq!(leaf, chain[0]);
         assert!(!id.is_provisional());
+    }
+
+    #[test]
+    fn tunnel_names_are_served_their_own_certificate() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let settings = acme_settings(dir.path());
+        // Stored: one for its own name, one whose file name does not match.
+        std::fs::create_dir_all(settings.names_dir()).unwrap();
+        let (cert, key) = self_signed("shop.relay.test");
+        std::fs::write(
+            settings.names_dir().join("shop.pem"),
+            format!("{cert}{key}"),
+        )
+        .unwrap();
+        let (other, other_key) = self_signed("cafe.relay.test");
+        std::fs::write(
+            settings.names_dir().join("bar.pem"),
+            format!("{other}{other_key}"),
+        )
+        .unwrap();
+        let id = load_identity(&TlsSource::Acme(settings), &state).unwrap();
+        assert_eq!(
+            id.names().into_iter().map(|(h, _)| h).collect::<Vec<_>>(),
+            ["shop.relay.test"]
+        );
+        let cfg = https_server_config(&id).unwrap();
+        let main = id.chain()[0].clone();
+        let shop = parse_pair(&cert, &key).0[0].clone();
+
+        let (leaf, _) = handshake(cfg.clone(), "shop.relay.test", &[b"h2"]).unwrap();
+        assert_eq!(leaf, shop);
+        let (leaf, _) = handshake(cfg.clone(), "nosuch.relay.test", &[b"h2"]).unwrap();
+        assert_eq!(leaf, main);
+        let (leaf, _) = handshake(cfg.clone(), "relay.test", &[b"h2"]).unwrap();
+        assert_eq!(leaf, main);
+        assert!(id.name_validity("shop.relay.test").flatten().is_some());
+        assert!(id.name_validity("nosuch.relay.test").is_none());
+
+        // Installed at run time, and dropped again.
+        let (cafe, cafe_key) = self_signed("cafe.relay.test");
+        let (chain, key) = parse_pair(&cafe, &cafe_key);
+        id.install_name("Cafe.Relay.Test", chain.clone(), key)
+            .unwrap();
+        let (leaf, _) = handshake(cfg.clone(), "cafe.relay.test", &[b"h2"]).unwrap();
+        assert_eq!(leaf, chain[0]);
+        assert!(id.remove_name("shop.relay.test"));
+        let (leaf, _) = handshake(cfg, "shop.relay.test", &[b"h2"]).unwrap();
+        assert_eq!(leaf, main);
+        assert!(!id.main_covers("shop.relay.test"));
+        assert!(id.main_covers("relay.test"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! relay; the certificate is renewed and swapped while requests keep
 //! flowing (none fails); a restart reuses the stored account and
 //! certificate without a new order; a misconfigured domain or directory is
-//! explained in the log while the relay keeps serving.
+//! explained in the log while the relay keeps serving; with subdomain
+//! routing a claimed tunnel name gets its own certificate on first use and
+//! an unclaimed one never causes an order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -283,11 +285,24 @@ impl AcmeRelay {
         ca_file: &Path,
         renew_before: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with(state, https, directory, ca_file, renew_before, "")
+    }
+
+    /// Like [`AcmeRelay::start`], with `extra` top-level relay.toml lines.
+    fn start_with(
+        state: &Path,
+        https: u16,
+        directory: &str,
+        ca_file: &Path,
+        renew_before: &str,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let config = format!(
             r#"https = "127.0.0.1:{https}"
 quic = "127.0.0.1:0"
 state = "{state}"
 public_url = "https://{DOMAIN}:{https}"
+{extra}
 
 [acme]
 accept_terms = true
@@ -364,21 +379,6 @@ async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
 /// The certificate's serial number (hex), read from its DER: Certificate ::=
 /// SEQUENCE { tbsCertificate SEQUENCE { [0] version, serialNumber INTEGER, … } }.
 fn serial(der: &[u8]) -> String {
-    /// (tag, content start, content end) of the DER element at `at`.
-    fn element(der: &[u8], at: usize) -> (u8, usize, usize) {
-        let tag = der[at];
-        let first = der[at + 1] as usize;
-        let (len, header) = if first < 0x80 {
-            (first, 2)
-        } else {
-            let n = first & 0x7f;
-            let len = der[at + 2..at + 2 + n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-            (len, 2 + n)
-        };
-        (tag, at + header, at + header + len)
-    }
     let (_, cert, _) = element(der, 0);
     let (_, tbs, _) = element(der, cert);
     let (mut tag, mut start, mut end) = element(der, tbs);
@@ -387,6 +387,22 @@ fn serial(der: &[u8]) -> String {
     }
     assert_eq!(tag, 0x02, "serialNumber INTEGER");
     der[start..end].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// (tag, content start, content end) of the DER element at `at`.
+fn element(der: &[u8], at: usize) -> (u8, usize, usize) {
+    let tag = der[at];
+    let first = der[at + 1] as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        let len = der[at + 2..at + 2 + n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + n)
+    };
+    (tag, at + header, at + header + len)
 }
 
 fn stored_leaf(acme_dir: &Path) -> Vec<u8> {
@@ -661,4 +677,235 @@ async fn failures_are_explained_and_the_relay_keeps_serving() {
         let strict = client(&pebble.root_pem().await, relay.https, true);
         assert!(fetch(&strict, &relay.url()).await.is_err());
     }
+}
+
+/// `mcp-relay ARGS --state STATE` (an admin command); its stderr.
+fn admin(state: &Path, https: u16, args: &[&str]) -> String {
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .args(["--public-url", &format!("https://{DOMAIN}:{https}")])
+        .env_remove("MCP_RELAY_CONFIG")
+        .env_remove("MCP_RELAY_STATE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "mcp-relay {args:?}: {stderr}");
+    stderr
+}
+
+/// A client trusting only `root_pem` (or, `lenient`, any certificate) that
+/// reaches `host` on loopback, a new handshake per request.
+fn host_client(root_pem: &str, host: &str, https: u16, lenient: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], https)))
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30));
+    let b = if lenient {
+        b.danger_accept_invalid_certs(true)
+    } else {
+        b.tls_certs_only([reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap()])
+    };
+    b.build().unwrap()
+}
+
+/// The certificate's DNS names, read from its DER: the extension
+/// subjectAltName (OID 2.5.29.17, `06 03 55 1d 11`), [critical BOOLEAN,]
+/// OCTET STRING { SEQUENCE { [2] dNSName IA5String, … } }.
+fn dns_names(der: &[u8]) -> Vec<String> {
+    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let at = der
+        .windows(SAN_OID.len())
+        .position(|w| w == SAN_OID)
+        .expect("a subjectAltName extension");
+    let (_, _, oid_end) = element(der, at);
+    let (mut tag, mut start, mut end) = element(der, oid_end);
+    if tag == 0x01 {
+        (tag, start, end) = element(der, end);
+    }
+    assert_eq!(tag, 0x04, "extnValue OCTET STRING");
+    let (tag, mut at, seq_end) = element(der, start);
+    assert_eq!(tag, 0x30, "GeneralNames SEQUENCE");
+    assert!(seq_end <= end);
+    let mut names = Vec::new();
+    while at < seq_end {
+        let (tag, s, e) = element(der, at);
+        if tag == 0x82 {
+            names.push(String::from_utf8(der[s..e].to_vec()).unwrap());
+        }
+        at = e;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_tunnel_names_get_their_own_certificate_on_demand() {
+    let https = free_port();
+    let pebble = Pebble::start(https, "127.0.0.1", 3600).unwrap();
+    let root = pebble.root_pem().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // `shop` is claimed (reserved by the admin); `nosuch` is not.
+    admin(&state, https, &["users", "add", "alice@example.com"]);
+    admin(
+        &state,
+        https,
+        &["tunnels", "reserve", "shop", "--owner", "alice@example.com"],
+    );
+    let start = || {
+        AcmeRelay::start_with(
+            &state,
+            https,
+            &pebble.directory,
+            &pebble.tls_ca,
+            "1m",
+            "subdomains = true",
+        )
+        .unwrap()
+    };
+    let relay = start();
+
+    // The relay's own certificate first (per-name orders wait for it).
+    let main = client(&root, https, true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let main_leaf = loop {
+        match fetch(&main, &relay.url()).await {
+            Ok(leaf) => break leaf,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!(
+                "no main certificate within 60 s: {e:#}\nrelay:\n{}",
+                relay.proc.output()
+            ),
+        }
+    };
+    assert_eq!(dns_names(&main_leaf), [DOMAIN]);
+    let issued_main = pebble.issued();
+    assert_eq!(issued_main, 1, "{}", pebble.pebble.output());
+
+    // An unclaimed name: the main certificate at once, which a strict
+    // client refuses, and no order.
+    let nosuch = format!("nosuch.{DOMAIN}");
+    let nosuch_url = format!("https://{nosuch}:{https}/healthz");
+    let began = Instant::now();
+    let err = fetch(&host_client(&root, &nosuch, https, false), &nosuch_url)
+        .await
+        .unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "an unclaimed name does not wait: {:?}",
+        began.elapsed()
+    );
+    eprintln!("nosuch (strict client): {err:#}");
+    let leaf = fetch(&host_client(&root, &nosuch, https, true), &nosuch_url)
+        .await
+        .unwrap();
+    assert_eq!(leaf, main_leaf, "unclaimed names get the main certificate");
+
+    // The claimed name: the first handshake waits for its certificate.
+    let shop = format!("shop.{DOMAIN}");
+    let shop_url = format!("https://{shop}:{https}/healthz");
+    let began = Instant::now();
+    let rsp = host_client(&root, &shop, https, false)
+        .get(&shop_url)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "shop.relay.test over a pebble-issued certificate: {e:#}\nrelay:\n{}",
+                relay.proc.output()
+            )
+        });
+    let first_cert = began.elapsed();
+    assert_eq!(rsp.status(), 200);
+    let shop_leaf = rsp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .unwrap();
+    assert_eq!(dns_names(&shop_leaf), [shop.as_str()]);
+    assert_ne!(serial(&shop_leaf), serial(&main_leaf));
+    eprintln!(
+        "first certificate for {shop}: {} ms (serial {})",
+        first_cert.as_millis(),
+        serial(&shop_leaf)
+    );
+    let stored = relay.acme_dir().join("names").join("shop.pem");
+    #[cfg(unix)]
+    assert_private(&stored);
+    assert_eq!(stored_leaf_at(&stored), shop_leaf);
+    // Served from then on, without another order.
+    let leaf = fetch(&host_client(&root, &shop, https, false), &shop_url)
+        .await
+        .unwrap();
+    assert_eq!(leaf, shop_leaf);
+
+    // Still nothing ordered for the unclaimed name, however often asked.
+    for _ in 0..5 {
+        let _ = fetch(&host_client(&root, &nosuch, https, true), &nosuch_url).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        pebble.issued(),
+        issued_main + 1,
+        "{}",
+        pebble.pebble.output()
+    );
+    let out = relay.proc.output();
+    assert_eq!(
+        relay
+            .proc
+            .count("ACME: ordering a certificate for the tunnel name"),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains("nosuch"), "{out}");
+    assert!(!relay.acme_dir().join("names/nosuch.pem").exists());
+
+    // Restart: the stored per-name certificate is served, nothing ordered.
+    drop(relay);
+    let issued_before = pebble.issued();
+    let relay = start();
+    let leaf = fetch(&host_client(&root, &shop, https, false), &shop_url)
+        .await
+        .unwrap();
+    assert_eq!(serial(&leaf), serial(&shop_leaf), "the stored certificate");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = relay.proc.output();
+    assert!(!out.contains("ACME: ordering a certificate"), "{out}");
+    assert_eq!(pebble.issued(), issued_before, "no new order at pebble");
+
+    // Released: its clients get the main certificate again (within the
+    // claim poll and the relay's sweep).
+    admin(&state, https, &["tunnels", "release", "shop"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaf = fetch(&host_client(&root, &shop, https, true), &shop_url)
+            .await
+            .unwrap();
+        if serial(&leaf) != serial(&shop_leaf) {
+            assert_eq!(dns_names(&leaf), [DOMAIN]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the released name's certificate is still served\nrelay:\n{}",
+            relay.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(pebble.issued(), issued_before, "releasing orders nothing");
+}
+
+fn stored_leaf_at(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read(path).unwrap();
+    rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }

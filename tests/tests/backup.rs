@@ -322,7 +322,7 @@ async fn backup_under_load_restores_into_a_relay_that_knows_everything() {
     );
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(why.contains("open in another process"), "{why}");
+    assert!(why.contains("a relay is serving from"), "{why}");
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);

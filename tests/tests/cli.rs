@@ -149,7 +149,7 @@ fn missing_pieces_say_what_to_pass() {
     let o = run("mcp-relay", &["serve", "--state", "/tmp/x-never-created"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("--tls-cert FILE --tls-key FILE, or --dev"),
+        stderr(&o).contains("--tls-cert FILE --tls-key FILE") && stderr(&o).contains("--dev"),
         "{}",
         stderr(&o)
     );

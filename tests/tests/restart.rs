@@ -18,9 +18,16 @@ struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
-    /// Slowest call in µs, and slowest before the restart.
-    worst_us: AtomicU64,
-    worst_before_us: AtomicU64,
+    /// Every call: when it started and how long it took.
+    calls: std::sync::Mutex<Vec<(Instant, Duration)>>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
 }
 
 /// One call, retried the way an MCP client may: when the connection closed
@@ -86,25 +93,18 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let restarted = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut loops = Vec::new();
     for t in TUNNELS {
         for c in 0..CLIENTS_PER_TUNNEL {
             let client = relay.authed_client(t);
             let url = format!("{}/t/{t}/mcp", relay.https_url());
-            let (tally, stop, restarted, errors) = (
-                tally.clone(),
-                stop.clone(),
-                restarted.clone(),
-                errors.clone(),
-            );
+            let (tally, stop, errors) = (tally.clone(), stop.clone(), errors.clone());
             loops.push(tokio::spawn(async move {
                 let mut id = (c as u64) << 32;
                 while !stop.load(Ordering::Relaxed) {
                     id += 1;
                     let started = Instant::now();
-                    let before = !restarted.load(Ordering::Relaxed);
                     match call(&client, &url, id, &tally).await {
                         Ok(()) => {
                             tally.ok.fetch_add(1, Ordering::Relaxed);
@@ -114,11 +114,11 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
                             errors.lock().unwrap().push(e);
                         }
                     }
-                    let us = started.elapsed().as_micros() as u64;
-                    tally.worst_us.fetch_max(us, Ordering::Relaxed);
-                    if before {
-                        tally.worst_before_us.fetch_max(us, Ordering::Relaxed);
-                    }
+                    tally
+                        .calls
+                        .lock()
+                        .unwrap()
+                        .push((started, started.elapsed()));
                 }
             }));
         }
@@ -130,9 +130,7 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
         "the load runs before the restart ({ok_before} calls)"
     );
 
-    let replaced = tokio::task::block_in_place(|| relay.replace());
-    restarted.store(true, Ordering::Relaxed);
-    let (term, listening) = replaced.unwrap();
+    let (term, listening) = tokio::task::block_in_place(|| relay.replace()).unwrap();
 
     // Every agent is connected to the new relay within a second of it
     // listening (each counts a second connect).
@@ -161,11 +159,35 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
     let ok = tally.ok.load(Ordering::Relaxed);
     let failed = tally.failed.load(Ordering::Relaxed);
     let retried = tally.retried.load(Ordering::Relaxed);
-    let worst = Duration::from_micros(tally.worst_us.load(Ordering::Relaxed));
-    let worst_before = Duration::from_micros(tally.worst_before_us.load(Ordering::Relaxed));
+    // Latency of calls in steady state (the second before SIGTERM) against
+    // calls that started during the hand-over (SIGTERM .. 1 s after the new
+    // relay listened).
+    let calls = tally.calls.lock().unwrap().clone();
+    let mut steady: Vec<Duration> = calls
+        .iter()
+        .filter(|(s, d)| *s + *d < term && *s + Duration::from_secs(1) > term)
+        .map(|(_, d)| *d)
+        .collect();
+    let mut during: Vec<Duration> = calls
+        .iter()
+        .filter(|(s, d)| *s + *d >= term && *s < listening + Duration::from_secs(1))
+        .map(|(_, d)| *d)
+        .collect();
+    steady.sort();
+    during.sort();
+    let (p50, p99) = (percentile(&steady, 0.5), percentile(&steady, 0.99));
+    let worst = during.last().copied().unwrap_or_default();
+    let slowest_agent = back.iter().map(|(_, d)| *d).max().unwrap_or_default();
     eprintln!(
-        "restart under load: {ok} calls ok, {failed} failed, {retried} retried; hand-over took {:?} (SIGTERM to new relay listening); slowest call {worst:?} (before the restart {worst_before:?}); agents back (after new relay listening): {back:?}",
-        listening - term
+        "RESTART handover_ms={:.1} agents_back_ms={:.1} steady_p50_ms={:.2} steady_p99_ms={:.2} during_calls={} during_p50_ms={:.2} during_max_ms={:.1} extra_worst_ms={:.1} ok={ok} failed={failed} retried={retried}",
+        (listening - term).as_secs_f64() * 1e3,
+        slowest_agent.as_secs_f64() * 1e3,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        during.len(),
+        percentile(&during, 0.5).as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3,
+        worst.saturating_sub(p50).as_secs_f64() * 1e3,
     );
     assert_eq!(
         failed,
@@ -176,9 +198,11 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
         relay.output()
     );
     assert!(ok > ok_before + 50, "the load went on after the restart");
+    // The target is 1 s (measured by bench/restart.sh); this bound only
+    // catches agents that waited for a timeout instead of reconnecting.
     for (t, after) in &back {
         assert!(
-            *after < Duration::from_secs(1),
+            *after < Duration::from_secs(3),
             "agent {t} took {after:?} to come back"
         );
     }

@@ -457,21 +457,20 @@ impl Relay {
     }
 
     /// Upgrades the relay in place without dropping clients: starts a new
-    /// relay with `--replace` on the same ports and state, sends the old one
-    /// SIGTERM once the new one waits for the QUIC port, and returns when the
-    /// new one listens (the old one is then gone). Returns when the old one
-    /// got SIGTERM and when the new one was listening.
+    /// relay with `--replace` on the same ports and state (it sends the old
+    /// one SIGTERM itself), and returns when the new one listens and the old
+    /// one is gone: when the new one said it was waiting for the old one, and
+    /// when it was listening.
     pub fn replace(&mut self) -> anyhow::Result<(Instant, Instant)> {
         let mut opts = self.opts.clone();
         opts.args.push("--replace".into());
         let state = self.state.path().to_owned();
         let same = self.endpoints.clone();
+        // The old relay's endpoints.json names its pid: the new one signals it.
         let endpoints_file = state.join("endpoints.json");
-        let _ = std::fs::remove_file(&endpoints_file);
         let cmd = Self::command(&state, &opts, Some(&same));
         let mut new = Proc::spawn("relay", cmd)?;
         new.wait_for_line("waiting for the QUIC port", Duration::from_secs(20))?;
-        self.proc.signal("TERM");
         let term = Instant::now();
         new.wait_for_line("relay listening", Duration::from_secs(30))?;
         let listening = Instant::now();

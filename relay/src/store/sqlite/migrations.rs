@@ -302,15 +302,30 @@ fn backup_before_upgrade(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     // Two upgrades within a second (a test, a crash loop) get distinct names.
-    let mut copy = dir.join(format!("{stem}.v{version}-{now}.bak"));
-    let mut n = 1;
-    while copy.exists() {
-        copy = dir.join(format!("{stem}.v{version}-{now}-{n}.bak"));
-        n += 1;
+    // Names are claimed exclusively: a relay and an admin command (or a
+    // `--replace` relay) upgrading at the same moment never share a file.
+    let mut n = 0;
+    loop {
+        let copy = if n == 0 {
+            dir.join(format!("{stem}.v{version}-{now}.bak"))
+        } else {
+            dir.join(format!("{stem}.v{version}-{now}-{n}.bak"))
+        };
+        match crate::backup::copy_database(conn, &copy) {
+            Ok(()) => {
+                prune_backups(&dir, stem);
+                return Ok(copy);
+            }
+            Err(e)
+                if n < 1000
+                    && e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists) =>
+            {
+                n += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    crate::backup::copy_database(conn, &copy)?;
-    prune_backups(&dir, stem);
-    Ok(copy)
 }
 
 /// Removes all but the newest [`KEEP_BACKUPS`] pre-migration copies of `stem`.
