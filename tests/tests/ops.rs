@@ -475,3 +475,88 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_of_the_previous_schema_migrates_on_start_after_a_backup() {
+    use mcp_relay::store::SqliteStore;
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("relay.db");
+    let latest = SqliteStore::latest_schema_version();
+    // What the previous relay version left: its schema, two accounts.
+    SqliteStore::create_at_version(&db, latest - 1);
+    assert_eq!(SqliteStore::file_schema_version(&db).unwrap(), latest - 1);
+
+    let log = state.path().join("relay.log");
+    let mut relay = Command::new(bin_path("mcp-relay"))
+        .args(["serve", "--dev", "--state"])
+        .arg(state.path())
+        .args(["--https", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let endpoints = state.path().join("endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !endpoints.exists() {
+        assert!(
+            Instant::now() < deadline && relay.try_wait().unwrap().is_none(),
+            "the relay did not start on the old state:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e: Value = serde_json::from_slice(&std::fs::read(&endpoints).unwrap()).unwrap();
+    let port = e["https"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // Migrated, with the old file kept first.
+    assert_eq!(SqliteStore::file_schema_version(&db).unwrap(), latest);
+    let copies: Vec<String> = std::fs::read_dir(state.path().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        copies
+            .iter()
+            .any(|c| c.starts_with(&format!("relay.db.v{}-", latest - 1))),
+        "{copies:?}"
+    );
+    let copy = state.path().join("backups").join(&copies[0]);
+    assert_eq!(SqliteStore::file_schema_version(&copy).unwrap(), latest - 1);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("backups/relay.db.v"),
+        "the copy is logged:\n{logged}"
+    );
+
+    // The accounts are there, and the relay serves.
+    let out = Command::new(bin_path("mcp-relay"))
+        .args(["users", "list", "--state"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let users = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        users.contains("alice@example.com") && users.contains("bob@example.com"),
+        "{users}"
+    );
+    let pem = std::fs::read(state.path().join("dev-ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://localhost:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = relay.kill();
+    let _ = relay.wait();
+}

@@ -376,7 +376,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Applies migrations 1..=`version` only: an older relay's database.
-#[cfg(test)]
 pub(super) fn migrate_to(conn: &mut Connection, version: i64) {
     for v in 1..=version {
         apply(conn, v)

@@ -95,10 +95,16 @@ impl SqliteStore {
         migrations::current_version(&conn).map_err(sql(doing))
     }
 
+    /// The newest schema version this build knows.
+    pub fn latest_schema_version() -> i64 {
+        migrations::latest()
+    }
+
     /// A database at schema `version` (older than the latest) with users
-    /// alice and bob, as an older relay left it, for upgrade and restore tests.
-    #[cfg(test)]
-    pub(crate) fn create_at_version(path: &Path, version: i64) {
+    /// alice and bob, as an older relay left it, for upgrade and restore
+    /// tests (the end-to-end tests too, hence public).
+    #[doc(hidden)]
+    pub fn create_at_version(path: &Path, version: i64) {
         let mut conn = Connection::open(path).expect("a new database");
         configure(&conn).expect("configured");
         migrations::migrate_to(&mut conn, version);
