@@ -182,6 +182,7 @@ pub async fn run(config: ConnectConfig, shutdown: CancellationToken) -> Result<(
         policy,
         log,
         quiet: config.quiet,
+        sessions: Default::default(),
     };
     let public_url = Arc::new(Mutex::new(String::new()));
 

@@ -78,6 +78,58 @@ pub struct StreamEnv {
     pub log: Option<Arc<mcp_tunnel_audit::AuditLog>>,
     /// Don't print a line per request.
     pub quiet: bool,
+    /// Which caller created each MCP session (outlives reconnects).
+    pub sessions: Arc<SessionOwners>,
+}
+
+/// Which verified caller created each MCP session the upstream handed out.
+///
+/// The relay binds a session to its creator too, but only in memory: after a
+/// relay restart it passes unknown session ids on. The agent, which outlives
+/// relay restarts, refuses another identity's session itself.
+#[derive(Debug, Default)]
+pub struct SessionOwners {
+    inner: std::sync::Mutex<SessionMap>,
+}
+
+#[derive(Debug, Default)]
+struct SessionMap {
+    owner: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Sessions remembered; the oldest are forgotten beyond this (an unknown
+/// session is passed on, as the relay does, and the upstream decides).
+const MAX_SESSIONS: usize = 10_000;
+
+impl SessionOwners {
+    /// Whether `sub` may use `session`: yes unless another caller created it.
+    pub fn allows(&self, session: &str, sub: &str) -> bool {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.owner.get(session).is_none_or(|o| o == sub)
+    }
+
+    /// Remembers that `sub` created `session`.
+    pub fn created(&self, session: &str, sub: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.owner.contains_key(session) {
+            return;
+        }
+        if m.order.len() >= MAX_SESSIONS
+            && let Some(old) = m.order.pop_front()
+        {
+            m.owner.remove(&old);
+        }
+        m.owner.insert(session.to_owned(), sub.to_owned());
+        m.order.push_back(session.to_owned());
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Handles one request stream opened by the relay.
@@ -94,6 +146,7 @@ pub async fn handle_stream(
         policy,
         log,
         quiet,
+        sessions,
     } = env;
     Stats::bump(&stats.streams_received);
     stats
@@ -111,6 +164,7 @@ pub async fn handle_stream(
         &stats,
         &verifier,
         &policy,
+        &sessions,
         &limits,
     )
     .await;
@@ -152,6 +206,8 @@ pub async fn handle_stream(
     }
 }
 
+// The stream's pieces, borrowed from the task that owns them.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     send: &mut quinn::SendStream,
     recv: quinn::RecvStream,
@@ -159,6 +215,7 @@ async fn serve(
     stats: &Stats,
     verifier: &AssertionVerifier,
     policy: &crate::policy::AgentPolicy,
+    env_sessions: &SessionOwners,
     limits: &Limits,
 ) -> Outcome {
     let mut out = Outcome {
@@ -216,6 +273,22 @@ async fn serve(
     };
     out.rpc = rpc_method(&body);
 
+    // Another identity's session: as if it did not exist (404 makes a
+    // legitimate client start a new one), and the upstream never sees it.
+    let session = header(&head.headers, "mcp-session-id").map(str::to_owned);
+    if let (Some(c), Some(sid)) = (&caller, &session)
+        && !env_sessions.allows(sid, &c.sub)
+    {
+        Stats::bump(&stats.requests_denied);
+        tracing::warn!(
+            request_id = head.request_id,
+            caller = %c.display_name(),
+            "refused: the MCP session belongs to another identity"
+        );
+        out.status = Some(session_not_found(send).await);
+        out.note = "another identity's session";
+        return out;
+    }
     // The owner's policy, decided again here (defense in depth) on the
     // verified caller; `None` only when the relay does not authenticate
     // callers (dev mode), where there is nobody to decide on.
@@ -283,6 +356,14 @@ async fn serve(
         }
     };
     out.status = Some(response.status().as_u16());
+    if let (Some(c), None) = (&caller, &session)
+        && let Some(new) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        env_sessions.created(new, &c.sub);
+    }
     let (parts, mut body) = response.into_parts();
     let headers = parts
         .headers
@@ -535,6 +616,29 @@ fn local_record(
     }
 }
 
+/// 404 for a session id that belongs to someone else.
+async fn session_not_found(send: &mut quinn::SendStream) -> u16 {
+    let body = serde_json::json!({"error": "session_not_found",
+        "message": "no such MCP session for this identity; start a new session (initialize)"});
+    let frames = [
+        Frame::ResponseHead(ResponseHead {
+            status: 404,
+            headers: vec![("content-type".into(), "application/json".into())],
+        }),
+        Frame::Data(Bytes::from(body.to_string())),
+        Frame::End,
+    ];
+    let mut buf = BytesMut::new();
+    for f in &frames {
+        if encode_frame(f, &mut buf).is_err() {
+            return 404;
+        }
+    }
+    let _ = send.write_chunk(buf.freeze()).await;
+    let _ = send.finish();
+    404
+}
+
 /// Answers a request the owner's policy refused, without the upstream: a
 /// refused `tools/call` is a JSON-RPC error (the model reads it), anything
 /// else is 403. Returns the status sent.
@@ -626,6 +730,21 @@ fn rpc_method(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_belong_to_their_creator_and_the_oldest_are_forgotten() {
+        let s = SessionOwners::default();
+        assert!(s.allows("s1", "alice"), "unknown sessions are passed on");
+        s.created("s1", "alice");
+        s.created("s1", "mallory");
+        assert!(s.allows("s1", "alice"));
+        assert!(!s.allows("s1", "mallory"), "the first creator keeps it");
+        for i in 0..MAX_SESSIONS {
+            s.created(&format!("x{i}"), "bob");
+        }
+        assert!(s.allows("s1", "mallory"), "bounded: the oldest is forgotten");
+        assert!(!s.allows(&format!("x{}", MAX_SESSIONS - 1), "mallory"));
+    }
 
     #[test]
     fn extracts_rpc_method() {

@@ -292,7 +292,7 @@ fn sessions_belong_to_their_creator_and_rate_limits_say_when_to_retry() {
         "[rate_limits]\nper_tool = 3\nper_identity = 1000\nwindow = \"3s\"\n",
     )
     .unwrap();
-    let relay = Relay::start(RelayOptions {
+    let mut relay = Relay::start(RelayOptions {
         args: vec!["--config".into(), cfg.display().to_string()],
         ..Default::default()
     })
@@ -320,10 +320,10 @@ fn sessions_belong_to_their_creator_and_rate_limits_say_when_to_retry() {
     .unwrap();
     let url = agent.public_url.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let http = relay.client();
-        let dave = relay.access_token_for("dave@example.com", "shop").unwrap();
-        let erin = relay.access_token_for("erin@example.com", "shop").unwrap();
+    let http = relay.client();
+    let dave = relay.access_token_for("dave@example.com", "shop").unwrap();
+    let erin = relay.access_token_for("erin@example.com", "shop").unwrap();
+    let sid = rt.block_on(async {
         let post = |token: &str, session: Option<&str>, body: Value| {
             let mut r = http
                 .post(&url)
@@ -378,6 +378,36 @@ fn sessions_belong_to_their_creator_and_rate_limits_say_when_to_retry() {
         let r = post(&dave, Some(&sid), call(15)).await.unwrap();
         let body = r.text().await.unwrap();
         assert!(!body.contains("rate limited") && body.contains("result"), "{body}");
+        sid
+    });
+
+    // After a relay restart the relay no longer knows whose session it is;
+    // the agent still does.
+    relay.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.status().unwrap()["connects"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.output());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    rt.block_on(async {
+        let post = |token: &str, body: Value| {
+            http.post(&url)
+                .bearer_auth(token)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", &sid)
+                .json(&body)
+                .send()
+        };
+        let denied = |a: &mcp_testkit::Agent| a.status().unwrap()["requests_denied"].as_u64().unwrap();
+        let before = denied(&agent);
+        let list = json!({"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"list_tables","arguments":{}}});
+        let r = post(&erin, list.clone()).await.unwrap();
+        assert_eq!(r.status(), 404, "another identity's session, refused by the agent");
+        assert_eq!(denied(&agent), before + 1);
+        let r = post(&dave, list).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("result"));
     });
 }
 
