@@ -742,7 +742,10 @@ mod tests {
         for i in 0..MAX_SESSIONS {
             s.created(&format!("x{i}"), "bob");
         }
-        assert!(s.allows("s1", "mallory"), "bounded: the oldest is forgotten");
+        assert!(
+            s.allows("s1", "mallory"),
+            "bounded: the oldest is forgotten"
+        );
         assert!(!s.allows(&format!("x{}", MAX_SESSIONS - 1), "mallory"));
     }
 

@@ -73,7 +73,37 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
     // to the other one (install.sh sets this on a real host; it only exists
     // on Linux ≥ 5.14 and needs root here).
     let _ = std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1");
-    let mut relay = Relay::start(RelayOptions::default()).unwrap();
+    let relay = Relay::start(RelayOptions::default()).unwrap();
+    restart_under_load(relay, "replace", |r| r.replace().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_a_socket_activated_relay_under_load_fails_no_call() {
+    // systemd's way: the sockets stay with the service manager while the
+    // relay stops (draining) and starts again.
+    let relay = Relay::start(RelayOptions {
+        socket_activated: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        relay
+            .output()
+            .contains("using sockets passed by the service manager"),
+        "{}",
+        relay.output()
+    );
+    restart_under_load(relay, "socket", |r| r.restart_activated().unwrap()).await;
+}
+
+/// Calls tools through three tunnels from six loops while `restart` runs;
+/// checks nothing failed and every agent is back, and prints the figures
+/// `bench/restart.sh` collects.
+async fn restart_under_load(
+    mut relay: Relay,
+    how: &str,
+    restart: impl FnOnce(&mut Relay) -> (Instant, Instant),
+) {
     let upstream = Upstream::start().await.unwrap();
     let agents: Vec<Agent> = TUNNELS
         .iter()
@@ -130,7 +160,7 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
         "the load runs before the restart ({ok_before} calls)"
     );
 
-    let (term, listening) = tokio::task::block_in_place(|| relay.replace()).unwrap();
+    let (term, listening) = tokio::task::block_in_place(|| restart(&mut relay));
 
     // Every agent is connected to the new relay within a second of it
     // listening (each counts a second connect).
@@ -179,7 +209,7 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
     let worst = during.last().copied().unwrap_or_default();
     let slowest_agent = back.iter().map(|(_, d)| *d).max().unwrap_or_default();
     eprintln!(
-        "RESTART handover_ms={:.1} agents_back_ms={:.1} steady_p50_ms={:.2} steady_p99_ms={:.2} during_calls={} during_p50_ms={:.2} during_max_ms={:.1} extra_worst_ms={:.1} ok={ok} failed={failed} retried={retried}",
+        "RESTART how={how} handover_ms={:.1} agents_back_ms={:.1} steady_p50_ms={:.2} steady_p99_ms={:.2} during_calls={} during_p50_ms={:.2} during_max_ms={:.1} extra_worst_ms={:.1} ok={ok} failed={failed} retried={retried}",
         (listening - term).as_secs_f64() * 1e3,
         slowest_agent.as_secs_f64() * 1e3,
         p50.as_secs_f64() * 1e3,
@@ -206,9 +236,9 @@ async fn replacing_the_relay_under_load_fails_no_call_and_agents_come_back_at_on
             "agent {t} took {after:?} to come back"
         );
     }
+    let logs = format!("{}\n{}", relay.previous_output(), relay.output());
     assert!(
-        relay.previous_output().contains("sending agents GoAway"),
-        "the old relay drained: {}",
-        relay.previous_output()
+        logs.contains("sending agents GoAway"),
+        "the old relay drained: {logs}"
     );
 }

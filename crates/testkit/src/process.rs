@@ -205,6 +205,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    fn count_lines(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -226,6 +235,11 @@ pub struct RelayOptions {
     pub args: Vec<String>,
     /// Start with `--no-auth` (for third-party tools that cannot send a token).
     pub no_auth: bool,
+    /// Run under a stand-in for systemd socket activation
+    /// (`tests/py/socket_supervisor.py`): the HTTPS and QUIC sockets are
+    /// held by a supervisor and passed in (LISTEN_FDS); see
+    /// [`Relay::restart_activated`].
+    pub socket_activated: bool,
 }
 
 /// The addresses a relay bound.
@@ -259,7 +273,11 @@ impl Relay {
     /// Starts a relay on free loopback ports.
     pub fn start(opts: RelayOptions) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
-        let (proc, endpoints) = Self::spawn(state.path(), &opts, None)?;
+        let (proc, endpoints) = if opts.socket_activated {
+            Self::spawn_activated(state.path(), &opts)?
+        } else {
+            Self::spawn(state.path(), &opts, None)?
+        };
         Ok(Self {
             proc,
             state,
@@ -281,6 +299,60 @@ impl Relay {
         proc.wait_for_line("relay listening", Duration::from_secs(20))?;
         let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
         Ok((proc, endpoints))
+    }
+
+    fn spawn_activated(state: &Path, opts: &RelayOptions) -> anyhow::Result<(Proc, Endpoints)> {
+        // A port free for both TCP and UDP.
+        let port = loop {
+            let t = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let p = t.local_addr()?.port();
+            if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+                break p;
+            }
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let planned = Endpoints {
+            https: addr,
+            quic: addr,
+            http: None,
+            metrics: None,
+            public_url: format!("https://localhost:{port}"),
+        };
+        let relay = Self::command(state, opts, Some(&planned));
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("tests/py/socket_supervisor.py"))
+            .args(["127.0.0.1", &port.to_string(), "--"])
+            .arg(relay.get_program())
+            .args(relay.get_args());
+        for (k, v) in relay.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let endpoints_file = state.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints_file);
+        let mut proc = Proc::spawn("relay", cmd)?;
+        proc.wait_for_line("relay listening", Duration::from_secs(20))?;
+        let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(&endpoints_file)?)?;
+        Ok((proc, endpoints))
+    }
+
+    /// `systemctl restart` under socket activation: the supervisor sends the
+    /// relay SIGTERM, waits for it to exit and starts it again on the same
+    /// sockets. Returns when it was asked and when the new relay listened.
+    pub fn restart_activated(&mut self) -> anyhow::Result<(Instant, Instant)> {
+        anyhow::ensure!(self.opts.socket_activated, "not a socket-activated relay");
+        let before = self.proc.count_lines("relay listening");
+        self.proc.signal("USR1");
+        let asked = Instant::now();
+        let deadline = asked + Duration::from_secs(30);
+        while self.proc.count_lines("relay listening") <= before {
+            if Instant::now() > deadline {
+                bail!("the relay did not come back:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok((asked, Instant::now()))
     }
 
     fn command(state: &Path, opts: &RelayOptions, same_as: Option<&Endpoints>) -> Command {
