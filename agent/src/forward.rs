@@ -620,9 +620,15 @@ fn local_record(
 async fn session_not_found(send: &mut quinn::SendStream) -> u16 {
     let body = serde_json::json!({"error": "session_not_found",
         "message": "no such MCP session for this identity; start a new session (initialize)"});
+    respond_json(send, 404, &body).await
+}
+
+/// Answers the stream with a whole JSON response made here (head, body,
+/// end in one write); returns `status`.
+async fn respond_json(send: &mut quinn::SendStream, status: u16, body: &serde_json::Value) -> u16 {
     let frames = [
         Frame::ResponseHead(ResponseHead {
-            status: 404,
+            status,
             headers: vec![("content-type".into(), "application/json".into())],
         }),
         Frame::Data(Bytes::from(body.to_string())),
@@ -631,12 +637,12 @@ async fn session_not_found(send: &mut quinn::SendStream) -> u16 {
     let mut buf = BytesMut::new();
     for f in &frames {
         if encode_frame(f, &mut buf).is_err() {
-            return 404;
+            return status;
         }
     }
     let _ = send.write_chunk(buf.freeze()).await;
     let _ = send.finish();
-    404
+    status
 }
 
 /// Answers a request the owner's policy refused, without the upstream: a
@@ -656,23 +662,7 @@ async fn refuse(send: &mut quinn::SendStream, r: &crate::policy::Refusal) -> u16
             serde_json::json!({"error": "forbidden", "message": message}),
         ),
     };
-    let frames = [
-        Frame::ResponseHead(ResponseHead {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-        }),
-        Frame::Data(Bytes::from(body.to_string())),
-        Frame::End,
-    ];
-    let mut buf = BytesMut::new();
-    for f in &frames {
-        if encode_frame(f, &mut buf).is_err() {
-            return status;
-        }
-    }
-    let _ = send.write_chunk(buf.freeze()).await;
-    let _ = send.finish();
-    status
+    respond_json(send, status, &body).await
 }
 
 /// Writes the coalesced frames, if any.

@@ -207,22 +207,29 @@ impl App {
         if let Err(e) = self.registry.reload_claims() {
             tracing::error!(error = %format!("{e:#}"), "re-reading tunnel claims failed");
         }
-        let owners = self
-            .registry
+        let owners = self.claim_owners();
+        let now = crate::oauth::token::unix_now() as i64;
+        match self.policy.refresh_all(self.store.as_ref(), &owners, now) {
+            Ok(changed) => self.notify_policy_changed(changed),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "rebuilding policies failed"),
+        }
+    }
+
+    /// Every claimed tunnel's owner, for policy (reads the store: blocking).
+    pub fn claim_owners(&self) -> std::collections::HashMap<String, crate::policy::Owner> {
+        self.registry
             .claims_snapshot()
             .into_iter()
             .map(|(t, o)| (t.as_str().to_owned(), self.owner_from_claim(&o)))
-            .collect();
-        let now = crate::oauth::token::unix_now() as i64;
-        match self.policy.refresh_all(self.store.as_ref(), &owners, now) {
-            Ok(changed) => {
-                for t in changed {
-                    for a in self.registry.agents_of(&t) {
-                        a.policy_changed.notify_one();
-                    }
-                }
+            .collect()
+    }
+
+    /// Tells the agents of `tunnels` that their policy changed.
+    pub fn notify_policy_changed(&self, tunnels: impl IntoIterator<Item = String>) {
+        for t in tunnels {
+            for a in self.registry.agents_of(&t) {
+                a.policy_changed.notify_one();
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "rebuilding policies failed"),
         }
     }
 

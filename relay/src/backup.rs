@@ -843,16 +843,7 @@ impl Drop for Staging {
 
 /// Creates `dir` and its missing parents with mode 0700.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
+    crate::state_dir::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// Creates `path` with mode 0600; fails if it exists.

@@ -714,35 +714,20 @@ impl Source {
 /// The 1-based line where the dotted `key` is set in TOML `text` (a
 /// `[table]` header for a table key), if it is set there.
 pub fn locate(text: &str, key: &str) -> Option<usize> {
-    let (table, leaf) = match key.rsplit_once('.') {
-        Some((t, l)) => (t, l),
-        None => ("", key),
-    };
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('[') {
-            let name = line
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
-            if table.is_empty() && name == leaf {
-                return Some(i + 1);
-            }
-            current = name;
-            continue;
+    // toml's own parser keeps every key's span: quoted, dotted and inline
+    // keys are found the way the deserializer saw them.
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref() == part)?;
+        if parts.peek().is_none() {
+            return Some(line_col(text, k.span().start).0);
         }
-        if current != table {
-            continue;
-        }
-        if let Some((k, _)) = line.split_once('=')
-            && k.trim().trim_matches('"') == leaf
-        {
-            return Some(i + 1);
-        }
+        table = match v.get_ref() {
+            toml::de::DeValue::Table(t) => t,
+            _ => return None,
+        };
     }
     None
 }
@@ -765,6 +750,18 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("line 3"), "{msg}");
         assert!(msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn keys_are_located_however_they_are_written() {
+        let text = "a = 1\n[limits]\n\"drain_timeout\" = \"1s\"\n[oidc]\nclient_id = \"x\"\n[rate_limits]\nwindow.x = 1\n";
+        assert_eq!(locate(text, "a"), Some(1));
+        assert_eq!(locate(text, "limits"), Some(2));
+        assert_eq!(locate(text, "limits.drain_timeout"), Some(3));
+        assert_eq!(locate(text, "oidc.client_id"), Some(5));
+        assert_eq!(locate(text, "rate_limits.window"), Some(7));
+        assert_eq!(locate(text, "oidc.issuer"), None);
+        assert_eq!(locate(text, "nope"), None);
     }
 
     #[test]

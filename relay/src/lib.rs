@@ -386,24 +386,14 @@ pub fn reload(app: &App) {
     if let Err(e) = app.registry.reload_claims() {
         tracing::error!(error = %format!("{e:#}"), "re-reading tunnel claims failed");
     }
-    let owners = app
-        .registry
-        .claims_snapshot()
-        .into_iter()
-        .map(|(t, o)| (t.as_str().to_owned(), app.owner_from_claim(&o)))
-        .collect();
     let now = oauth::token::unix_now() as i64;
-    match app
-        .policy
-        .reload_admin(&new.policy_files, app.store.as_ref(), &owners, now)
-    {
-        Ok(changed) => {
-            for t in changed {
-                for a in app.registry.agents_of(&t) {
-                    a.policy_changed.notify_one();
-                }
-            }
-        }
+    match app.policy.reload_admin(
+        &new.policy_files,
+        app.store.as_ref(),
+        &app.claim_owners(),
+        now,
+    ) {
+        Ok(changed) => app.notify_policy_changed(changed),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "SIGHUP: the policy files have errors; keeping the running policies");
             return;

@@ -57,7 +57,7 @@ const DRAIN_REFUSED_BODY: Duration = Duration::from_secs(2);
 
 pub async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
-    let response = proxy_inner(&app, req, started).await;
+    let response = proxy_inner(app.clone(), req, started).await;
     let outcome = response
         .extensions()
         .get::<Outcome>()
@@ -83,8 +83,7 @@ fn mark(mut response: Response, outcome: Outcome) -> Response {
     response
 }
 
-async fn proxy_inner(app: &Arc<App>, req: Request, started: Instant) -> Response {
-    let app = app.clone();
+async fn proxy_inner(app: Arc<App>, req: Request, started: Instant) -> Response {
     if let Err(e) = app.host_policy.check(req.uri(), req.headers()) {
         return json_error(StatusCode::FORBIDDEN, "host_not_allowed", &e.to_string());
     }

@@ -138,6 +138,19 @@ impl StateDir {
     }
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (existing ones are
+/// left as they are).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes `bytes` to `path` atomically (temp file + rename), mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

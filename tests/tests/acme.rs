@@ -12,129 +12,17 @@
 //! an unclaimed one never causes an order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mcp_testkit::bin_path;
+use mcp_testkit::{Process as Proc, bin_path};
 
 const DOMAIN: &str = "relay.test";
-
-/// A child process whose output is collected; killed on drop.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    name: String,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let outs: Vec<Box<dyn std::io::Read + Send>> = vec![
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for out in outs {
-            let lines = lines.clone();
-            let tag = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if std::env::var_os("MCP_TEST_VERBOSE").is_some() {
-                        eprintln!("[{tag}] {line}");
-                    }
-                    lines.lock().unwrap().push(strip_ansi(&line));
-                }
-            });
-        }
-        Ok(Self {
-            child,
-            lines,
-            name: name.to_owned(),
-        })
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return Ok(l.clone());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not print {needle:?} within {timeout:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The line without terminal colour codes (`ESC [ … m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// A port free on loopback for both TCP and UDP right now.
 fn free_port() -> u16 {
@@ -266,7 +154,7 @@ impl Pebble {
 
     /// Certificates pebble has issued so far.
     fn issued(&self) -> usize {
-        self.pebble.count("Issued certificate serial")
+        self.pebble.count_lines("Issued certificate serial")
     }
 }
 
@@ -543,7 +431,7 @@ async fn certificate_is_issued_renewed_live_and_reused_after_restart() {
         account,
         "the renewal used the same account"
     );
-    assert_eq!(relay.proc.count("ACME: created an account"), 1);
+    assert_eq!(relay.proc.count_lines("ACME: created an account"), 1);
     eprintln!(
         "renewed: serial {} after {} requests, 0 failed",
         serial(&renewed),
@@ -859,7 +747,7 @@ async fn claimed_tunnel_names_get_their_own_certificate_on_demand() {
     assert_eq!(
         relay
             .proc
-            .count("ACME: ordering a certificate for the tunnel name"),
+            .count_lines("ACME: ordering a certificate for the tunnel name"),
         1,
         "{out}"
     );

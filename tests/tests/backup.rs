@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mcp_testkit::{AgentHome, Relay, RelayOptions, bin_path};
@@ -154,15 +153,12 @@ fn succeeded(status: u16, body: &Value) -> bool {
 
 /// `mcp-relay serve --dev` on a given state dir and the given endpoints'
 /// ports (so the agent, which knows the old URL, finds it), killed on drop.
-struct Serve {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+struct Serve(mcp_testkit::Process);
 
 impl Serve {
     fn start(state: &Path, like: &mcp_testkit::process::Endpoints, config: &Path) -> Self {
-        let mut child = Command::new(bin_path("mcp-relay"))
-            .args(["serve", "--dev", "--state"])
+        let mut cmd = Command::new(bin_path("mcp-relay"));
+        cmd.args(["serve", "--dev", "--state"])
             .arg(state)
             .args(["--https", &like.https.to_string()])
             .args(["--quic", &like.quic.to_string()])
@@ -175,49 +171,16 @@ impl Serve {
             .args(["--public-url", &like.public_url])
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if std::env::var_os("MCP_TEST_VERBOSE").is_some() {
-                        eprintln!("[restored relay] {line}");
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            });
+            .env("RUST_LOG", "info");
+        let mut p = mcp_testkit::Process::spawn("restored relay", cmd).unwrap();
+        if let Err(e) = p.wait_for_line("relay listening", Duration::from_secs(20)) {
+            panic!("the restored relay did not start: {e:#}");
         }
-        let mut serve = Self { child, lines };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !serve.output().contains("relay listening") {
-            assert!(
-                Instant::now() < deadline && serve.child.try_wait().unwrap().is_none(),
-                "the restored relay did not start:\n{}",
-                serve.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serve
+        Self(p)
     }
 
     fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.output()
     }
 }
 

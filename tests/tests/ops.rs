@@ -3,22 +3,13 @@
 //! sockets handed over by a service manager.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mcp_testkit::{
-    Agent, AgentOptions, Relay, RelayOptions, Upstream, bin_path, python, workspace_root,
+    Agent, AgentOptions, Process, Relay, RelayOptions, Upstream, bin_path, python, workspace_root,
 };
 use serde_json::{Value, json};
-
-fn agent_opts(name: &str, upstream: &str) -> AgentOptions {
-    AgentOptions {
-        name: name.into(),
-        upstream: upstream.into(),
-        token: None,
-        args: vec!["--quiet".into()],
-    }
-}
 
 fn ping(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "ping"})
@@ -68,7 +59,11 @@ async fn metrics_parse_and_move_and_probes_answer() {
     })
     .unwrap();
     let upstream = Upstream::start().await.unwrap();
-    let _agent = Agent::start(&relay, agent_opts("metered", &upstream.mcp_url())).unwrap();
+    let _agent = Agent::start(
+        &relay,
+        AgentOptions::for_upstream("metered", &upstream.mcp_url()),
+    )
+    .unwrap();
     let url = format!("{}/t/metered/mcp", relay.https_url());
     let before = scrape(&relay).await;
 
@@ -326,7 +321,11 @@ async fn sighup_reloads_rate_limits_keeps_tunnels_and_survives_a_broken_file() {
     })
     .unwrap();
     let upstream = Upstream::start().await.unwrap();
-    let agent = Agent::start(&relay, agent_opts("hup", &upstream.mcp_url())).unwrap();
+    let agent = Agent::start(
+        &relay,
+        AgentOptions::for_upstream("hup", &upstream.mcp_url()),
+    )
+    .unwrap();
     let client = relay.authed_client("hup");
     let url = format!("{}/t/hup/mcp", relay.https_url());
     for id in 0..5 {
@@ -406,8 +405,8 @@ async fn a_socket_passed_by_the_service_manager_is_used_and_queues_clients() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(activate)
-        .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=https"])
+    let mut cmd = Command::new(activate);
+    cmd.args(["-l", &format!("127.0.0.1:{port}"), "--fdname=https"])
         .arg(bin_path("mcp-relay"))
         .args(["serve", "--dev", "--state"])
         .arg(state.path())
@@ -416,11 +415,8 @@ async fn a_socket_passed_by_the_service_manager_is_used_and_queues_clients() {
             &format!("127.0.0.1:{port}"),
             "--quic",
             "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ]);
+    let mut relay = Process::spawn("activated relay", cmd).unwrap();
     // systemd-socket-activate starts the relay on the first connection: this
     // request waits in the socket's queue instead of being refused.
     let started = Instant::now();
@@ -449,16 +445,12 @@ async fn a_socket_passed_by_the_service_manager_is_used_and_queues_clients() {
             .await;
         ok = matches!(r, Ok(r) if r.status() == 200);
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = {
-        let _ = child.wait();
-        let mut s = String::new();
-        use std::io::Read;
-        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
+    relay.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relay.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = relay.output();
     assert!(ok, "no answer through the passed socket:\n{out}");
     assert!(
         out.contains("using sockets passed by the service manager"),
@@ -486,26 +478,16 @@ async fn a_state_dir_of_the_previous_schema_migrates_on_start_after_a_backup() {
     SqliteStore::create_at_version(&db, latest - 1);
     assert_eq!(SqliteStore::file_schema_version(&db).unwrap(), latest - 1);
 
-    let log = state.path().join("relay.log");
-    let mut relay = Command::new(bin_path("mcp-relay"))
-        .args(["serve", "--dev", "--state"])
+    let mut cmd = Command::new(bin_path("mcp-relay"));
+    cmd.args(["serve", "--dev", "--state"])
         .arg(state.path())
         .args(["--https", "127.0.0.1:0", "--quic", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
+        .env("RUST_LOG", "info");
+    let mut relay = Process::spawn("relay", cmd).unwrap();
+    relay
+        .wait_for_line("relay listening", Duration::from_secs(20))
         .unwrap();
     let endpoints = state.path().join("endpoints.json");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !endpoints.exists() {
-        assert!(
-            Instant::now() < deadline && relay.try_wait().unwrap().is_none(),
-            "the relay did not start on the old state:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let e: Value = serde_json::from_slice(&std::fs::read(&endpoints).unwrap()).unwrap();
     let port = e["https"]
         .as_str()
@@ -529,7 +511,7 @@ async fn a_state_dir_of_the_previous_schema_migrates_on_start_after_a_backup() {
     );
     let copy = state.path().join("backups").join(&copies[0]);
     assert_eq!(SqliteStore::file_schema_version(&copy).unwrap(), latest - 1);
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = relay.output();
     assert!(
         logged.contains("backups/relay.db.v"),
         "the copy is logged:\n{logged}"
@@ -557,6 +539,53 @@ async fn a_state_dir_of_the_previous_schema_migrates_on_start_after_a_backup() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let _ = relay.kill();
-    let _ = relay.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_draining_readyz_says_503_and_in_flight_requests_finish() {
+    let mut relay = Relay::start(RelayOptions {
+        args: vec!["--metrics".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let upstream = Upstream::start().await.unwrap();
+    let agent = Agent::start(
+        &relay,
+        AgentOptions::for_upstream("drain", &upstream.mcp_url()),
+    )
+    .unwrap();
+    let client = relay.authed_client("drain");
+    let slow = format!("{}/t/drain/slow?ms=1500", relay.https_url());
+    let call = tokio::spawn(async move {
+        let r = client.get(slow).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.status().unwrap()["in_flight"] != 1 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.signal("TERM");
+    relay
+        .wait_for_line("shutting down", Duration::from_secs(5))
+        .unwrap();
+    let readyz = format!("http://{}/readyz", relay.endpoints.metrics.unwrap());
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 503, "not ready while draining");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["draining"], true, "{v}");
+    assert_eq!(v["ready"], false, "{v}");
+    let (status, body) = call.await.unwrap();
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "done"),
+        "the in-flight request finished"
+    );
+    assert_eq!(
+        relay.wait_exit(Duration::from_secs(15)).unwrap(),
+        0,
+        "{}",
+        relay.output()
+    );
+    assert!(relay.output().contains("sending agents GoAway"));
 }

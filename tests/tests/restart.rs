@@ -107,18 +107,7 @@ async fn restart_under_load(
     let upstream = Upstream::start().await.unwrap();
     let agents: Vec<Agent> = TUNNELS
         .iter()
-        .map(|t| {
-            Agent::start(
-                &relay,
-                AgentOptions {
-                    name: (*t).into(),
-                    upstream: upstream.mcp_url(),
-                    token: None,
-                    args: vec!["--quiet".into()],
-                },
-            )
-            .unwrap()
-        })
+        .map(|t| Agent::start(&relay, AgentOptions::for_upstream(t, &upstream.mcp_url())).unwrap())
         .collect();
 
     let tally = Arc::new(Tally::default());

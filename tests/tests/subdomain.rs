@@ -54,12 +54,7 @@ async fn tunnels_answer_on_their_subdomain_and_on_their_path() {
     let upstream = Upstream::start().await.unwrap();
     let agent = Agent::start(
         &relay,
-        AgentOptions {
-            name: "shop".into(),
-            upstream: upstream.mcp_url(),
-            token: None,
-            args: vec!["--quiet".into()],
-        },
+        AgentOptions::for_upstream("shop", &upstream.mcp_url()),
     )
     .unwrap();
     assert_eq!(agent.public_url, "https://shop.relay.test/mcp");

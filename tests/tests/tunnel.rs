@@ -14,12 +14,7 @@ use mcp_testkit::{
 use serde_json::{Value, json};
 
 fn agent_opts(name: &str, upstream: &str) -> AgentOptions {
-    AgentOptions {
-        name: name.into(),
-        upstream: upstream.into(),
-        token: None,
-        args: vec!["--quiet".into()],
-    }
+    AgentOptions::for_upstream(name, upstream)
 }
 
 fn rpc(id: u64, method: &str) -> Value {

@@ -11,7 +11,7 @@ pub mod upstream;
 
 pub use home::AgentHome;
 pub use process::{
-    Agent, AgentOptions, Relay, RelayOptions, bin_path, cache_dir, conformance_suite, python,
-    run_python_driver, workspace_root,
+    Agent, AgentOptions, Process, Relay, RelayOptions, bin_path, cache_dir, conformance_suite,
+    python, run_python_driver, workspace_root,
 };
 pub use upstream::Upstream;

@@ -116,16 +116,21 @@ pub fn run_python_driver(
     })
 }
 
-/// A child process killed on drop, with its output captured.
+/// A child process killed on drop, with its output (stdout and stderr,
+/// terminal colour codes removed) captured line by line.
 #[derive(Debug)]
-struct Proc {
+pub struct Process {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     name: String,
 }
 
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
+/// The kit's own name for it.
+type Proc = Process;
+
+impl Process {
+    /// Spawns `cmd` (its stdio is taken over); `name` tags its lines.
+    pub fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Self> {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
@@ -151,7 +156,10 @@ impl Proc {
                     if std::env::var_os("MCP_TEST_VERBOSE").is_some() {
                         eprintln!("[{tag}] {line}");
                     }
-                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    lines
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(strip_ansi(&line));
                 }
             });
         }
@@ -162,14 +170,26 @@ impl Proc {
         })
     }
 
-    fn output(&self) -> String {
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
         self.lines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .join("\n")
     }
 
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+    /// How many lines so far contain `needle`.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits for a line containing `needle`; fails if the process exits first.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(l) = self
@@ -200,21 +220,28 @@ impl Proc {
         }
     }
 
-    fn kill(&mut self) {
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its exit code once it has exited.
+    pub fn try_exit_code(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
+    /// Kills it and waits.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn count_lines(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn signal(&self, sig: &str) {
+    /// Sends a signal by name (`TERM`, `HUP`, `USR1`, …).
+    pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
@@ -222,7 +249,25 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+/// The line without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
@@ -671,6 +716,19 @@ pub struct AgentOptions {
     pub token: Option<String>,
     /// Extra arguments.
     pub args: Vec<String>,
+}
+
+impl AgentOptions {
+    /// Tunnel `name` forwarding to the MCP server at `upstream`, quiet, with
+    /// a fresh token from the relay.
+    pub fn for_upstream(name: &str, upstream: &str) -> Self {
+        Self {
+            name: name.into(),
+            upstream: upstream.into(),
+            token: None,
+            args: vec!["--quiet".into()],
+        }
+    }
 }
 
 /// A running `mcp-agent connect`.

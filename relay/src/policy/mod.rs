@@ -81,6 +81,18 @@ pub fn owner_from_claim(store: &dyn Store, dev: bool, claim: &str) -> Owner {
     if dev { Owner::DevToken } else { Owner::Nobody }
 }
 
+/// Reads and validates the admin policy files; the engine made of them alone.
+fn admin_engine(files: &[PathBuf]) -> anyhow::Result<(Vec<PolicySource>, Engine)> {
+    let mut admin = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading policy file {}", f.display()))?;
+        admin.push(PolicySource::new(f.display().to_string(), text));
+    }
+    let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((admin, engine))
+}
+
 /// One tunnel's inputs, as read from the store.
 #[derive(Debug)]
 struct Inputs {
@@ -94,13 +106,7 @@ impl PolicyState {
     /// Loads and validates the admin policy files. An invalid file stops the
     /// relay from starting, with `FILE:LINE:COL` for each problem.
     pub fn load(files: &[PathBuf]) -> anyhow::Result<Self> {
-        let mut admin = Vec::with_capacity(files.len());
-        for f in files {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading policy file {}", f.display()))?;
-            admin.push(PolicySource::new(f.display().to_string(), text));
-        }
-        let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (admin, engine) = admin_engine(files)?;
         Ok(Self {
             admin: RwLock::new(admin),
             engine: RwLock::new(Arc::new(engine)),
@@ -145,13 +151,7 @@ impl PolicyState {
         owners: &HashMap<String, Owner>,
         now: UnixTime,
     ) -> anyhow::Result<Vec<String>> {
-        let mut admin = Vec::with_capacity(files.len());
-        for f in files {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading policy file {}", f.display()))?;
-            admin.push(PolicySource::new(f.display().to_string(), text));
-        }
-        let engine = Engine::new(&admin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (admin, engine) = admin_engine(files)?;
         let changed = self.rebuild(store, owners, now, Some(engine))?;
         *self.admin.write().unwrap_or_else(|e| e.into_inner()) = admin;
         Ok(changed)

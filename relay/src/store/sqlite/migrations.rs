@@ -292,7 +292,7 @@ fn backup_before_upgrade(
     version: i64,
 ) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
     let dir = backup_dir(path);
-    create_private_dir(&dir)?;
+    crate::state_dir::create_private_dir(&dir)?;
     let stem = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -361,18 +361,6 @@ fn prune_backups(dir: &Path, stem: &str) {
             );
         }
     }
-}
-
-/// Creates `dir` (mode 0700) unless it exists.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
 }
 
 /// Applies migrations 1..=`version` only: an older relay's database.
